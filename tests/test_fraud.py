@@ -1,0 +1,105 @@
+"""processors/fraud.py with plain data: shared device, clock skew, the verdict."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from processors.events import Checkin, CheckinType, Finding, Reason, Verdict
+from processors.fraud import (
+    DeviceHistory,
+    FraudPolicy,
+    alert_id,
+    clock_skew,
+    decide,
+    severity,
+    shared_device,
+)
+
+T0 = datetime(2026, 10, 5, 0, 25, tzinfo=UTC)  # 07:25 WIB
+POLICY = FraudPolicy()
+
+
+def checkin(nip: str = "198001012005011001", device: str = "dev-1", at: datetime = T0,
+            client: datetime | None = None, event_id: str = "e") -> Checkin:
+    return Checkin(event_id, nip, device, CheckinType.IN, at, client, -2.4867, 106.4103, 10.0,
+                   False)
+
+
+def test_default_policy_matches_design() -> None:
+    assert set(POLICY.rejected_reasons) == {
+        "UNKNOWN_EMPLOYEE", "MOCK_LOCATION", "OUTSIDE_GEOFENCE", "IMPOSSIBLE_TRAVEL",
+        "NO_SELFIE", "NO_FACE", "FACE_MISMATCH", "SELFIE_REPLAY"}
+    assert {"SHARED_DEVICE", "MULTIPLE_FACES", "CLOCK_SKEW", "LOW_ACCURACY", "SPOOF"} <= set(
+        POLICY.review_reasons)
+
+
+def test_verdict_is_the_most_severe_finding() -> None:
+    assert decide([], POLICY) is Verdict.ACCEPTED
+    review = Finding(Reason.CLOCK_SKEW, {})
+    reject = Finding(Reason.FACE_MISMATCH, {})
+    assert decide([review], POLICY) is Verdict.REVIEW
+    assert decide([review, reject], POLICY) is Verdict.REJECTED
+    assert severity(Reason.SPOOF, POLICY) is Verdict.REVIEW
+
+
+def test_policy_refuses_unknown_or_contradictory_reasons() -> None:
+    with pytest.raises(ValueError, match="unknown reason 'FOO'"):
+        FraudPolicy(review_reasons=("FOO",))
+    with pytest.raises(ValueError, match="both rejected and review"):
+        FraudPolicy(review_reasons=("SPOOF", "NO_FACE"))
+
+
+def test_operator_can_make_spoof_reject() -> None:
+    strict = FraudPolicy(rejected_reasons=(*POLICY.rejected_reasons, "SPOOF"),
+                         review_reasons=tuple(r for r in POLICY.review_reasons if r != "SPOOF"))
+    assert decide([Finding(Reason.SPOOF, {})], strict) is Verdict.REJECTED
+
+
+@pytest.mark.parametrize(("offset_s", "flagged"), [
+    (0, False), (300, False), (-300, False), (301, True), (-301, True), (3600, True)])
+def test_clock_skew_boundary(offset_s: int, flagged: bool) -> None:
+    found = clock_skew(checkin(client=T0 + timedelta(seconds=offset_s)), POLICY)
+    assert (found is not None) is flagged
+    if found:
+        assert found.reason is Reason.CLOCK_SKEW
+        assert found.evidence["skew_s"] == offset_s
+
+
+def test_no_client_time_is_no_skew() -> None:
+    assert clock_skew(checkin(client=None), POLICY) is None
+
+
+def test_shared_device_flags_later_nips_with_evidence() -> None:
+    history = DeviceHistory()
+    first, history = shared_device(history, checkin("A", event_id="1"), POLICY)
+    assert first is None  # the owner is not flagged
+    again, history = shared_device(history, checkin("A", at=T0 + timedelta(minutes=1),
+                                                    event_id="2"), POLICY)
+    assert again is None  # the same person twice is fine
+    second, history = shared_device(history, checkin("B", at=T0 + timedelta(minutes=2),
+                                                     event_id="3"), POLICY)
+    assert second is not None and second.reason is Reason.SHARED_DEVICE
+    assert second.evidence["other_nips"] == ["A"]
+    third, history = shared_device(history, checkin("C", at=T0 + timedelta(minutes=3),
+                                                    event_id="4"), POLICY)
+    assert third is not None and third.evidence["other_nips"] == ["A", "B"]
+    assert {u.nip for u in history.uses} == {"A", "B", "C"}
+
+
+def test_shared_device_window_is_12_hours() -> None:
+    _, history = shared_device(DeviceHistory(), checkin("A"), POLICY)
+    inside, _ = shared_device(history, checkin("B", at=T0 + timedelta(hours=12)), POLICY)
+    assert inside is not None
+    outside, kept = shared_device(history, checkin("B", at=T0 + timedelta(hours=12, seconds=1)),
+                                  POLICY)
+    assert outside is None
+    assert [u.nip for u in kept.uses] == ["B"]  # A's use aged out of the window
+
+
+def test_alert_id_is_deterministic_per_event_and_rule() -> None:
+    a = alert_id("ev-1", Reason.SHARED_DEVICE)
+    assert a == alert_id("ev-1", Reason.SHARED_DEVICE)
+    assert a != alert_id("ev-1", Reason.CLOCK_SKEW)
+    assert a != alert_id("ev-2", Reason.SHARED_DEVICE)
