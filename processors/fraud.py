@@ -89,38 +89,54 @@ class DeviceUse:
     nip: str
     at: datetime
     event_id: str
+    flagged: bool = False  # already raised SHARED_DEVICE
 
 
 @dataclass(frozen=True)
 class DeviceHistory:
-    """Who used one device recently, oldest first (the per-device table's value)."""
+    """Who used one device recently (the per-device table's value)."""
 
     uses: tuple[DeviceUse, ...] = field(default_factory=tuple)
 
 
-def shared_device(history: DeviceHistory, checkin: Checkin,
-                  policy: FraudPolicy) -> tuple[Finding | None, DeviceHistory]:
-    """SHARED_DEVICE when another NIP used this device within the window before this check-in.
+MAX_USES = 200  # per device and window: far above any honest use, bounds the state
 
-    The first person on a device is not flagged; every later one is, with the other NIPs as
-    evidence. Returns the finding and the history to keep (uses older than the window dropped).
+
+def _shared(device_id: str, others: list[DeviceUse], policy: FraudPolicy) -> Finding:
+    return Finding(Reason.SHARED_DEVICE, {
+        "device_id": device_id,
+        "other_nips": sorted({u.nip for u in others}),
+        "window_h": policy.shared_device_window_h,
+        "other_event_ids": [u.event_id for u in others][-10:],
+    })
+
+
+def shared_device(history: DeviceHistory, checkin: Checkin, policy: FraudPolicy
+                  ) -> tuple[Finding | None, list[tuple[DeviceUse, Finding]], DeviceHistory]:
+    """SHARED_DEVICE for every check-in made on a device that another NIP used within the
+    window before it (by server time). The first person on a device is not flagged; the later
+    ones are, with the other NIPs as evidence.
+
+    Check-ins may be processed out of server-time order (they reach the device stage through
+    different partitions). So besides the finding for this check-in, this returns the uses
+    already seen that are *later* than it, within the window, by another NIP, and not flagged
+    yet: they should have been flagged, so each comes back with its finding and the caller
+    revises its verdict. The returned history keeps the uses within the window of the newest
+    one seen.
     """
     window = timedelta(hours=policy.shared_device_window_h)
-    since = checkin.server_time - window
-    recent = tuple(u for u in history.uses if u.at >= since)
-    others = sorted({u.nip for u in recent if u.nip != checkin.nip and u.at <= checkin.server_time})
-    finding = None
-    if others:
-        finding = Finding(Reason.SHARED_DEVICE, {
-            "device_id": checkin.device_id,
-            "other_nips": others,
-            "window_h": policy.shared_device_window_h,
-            "other_event_ids": [u.event_id for u in recent if u.nip in others][-10:],
-        })
-    kept = (*recent, DeviceUse(checkin.nip, checkin.server_time, checkin.event_id))
-    # One entry per NIP is enough to answer "who else": keep each NIP's latest use.
-    latest: dict[str, DeviceUse] = {}
-    for use in kept:
-        if use.nip not in latest or use.at >= latest[use.nip].at:
-            latest[use.nip] = use
-    return finding, DeviceHistory(tuple(sorted(latest.values(), key=lambda u: u.at)))
+    t = checkin.server_time
+    newest = max([t, *(u.at for u in history.uses)])
+    kept = [u for u in history.uses if u.at >= newest - window and u.event_id != checkin.event_id]
+    earlier = [u for u in kept if u.nip != checkin.nip and t - window <= u.at <= t]
+    later = [u for u in kept if u.nip != checkin.nip and t < u.at <= t + window
+             and not u.flagged]
+    finding = _shared(checkin.device_id, earlier, policy) if earlier else None
+    me = DeviceUse(checkin.nip, t, checkin.event_id)
+    revised = [(u, _shared(checkin.device_id, [me], policy)) for u in later]
+    flagged = {u.event_id for u in later}
+    uses = [DeviceUse(u.nip, u.at, u.event_id, u.flagged or u.event_id in flagged)
+            for u in kept]
+    uses.append(DeviceUse(checkin.nip, t, checkin.event_id, finding is not None))
+    uses.sort(key=lambda u: u.at)
+    return finding, revised, DeviceHistory(tuple(uses[-MAX_USES:]))

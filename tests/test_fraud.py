@@ -73,29 +73,54 @@ def test_no_client_time_is_no_skew() -> None:
 
 def test_shared_device_flags_later_nips_with_evidence() -> None:
     history = DeviceHistory()
-    first, history = shared_device(history, checkin("A", event_id="1"), POLICY)
-    assert first is None  # the owner is not flagged
-    again, history = shared_device(history, checkin("A", at=T0 + timedelta(minutes=1),
-                                                    event_id="2"), POLICY)
+    first, late, history = shared_device(history, checkin("A", event_id="1"), POLICY)
+    assert first is None and late == []  # the owner is not flagged
+    again, _, history = shared_device(history, checkin("A", at=T0 + timedelta(minutes=1),
+                                                       event_id="2"), POLICY)
     assert again is None  # the same person twice is fine
-    second, history = shared_device(history, checkin("B", at=T0 + timedelta(minutes=2),
-                                                     event_id="3"), POLICY)
+    second, _, history = shared_device(history, checkin("B", at=T0 + timedelta(minutes=2),
+                                                        event_id="3"), POLICY)
     assert second is not None and second.reason is Reason.SHARED_DEVICE
     assert second.evidence["other_nips"] == ["A"]
-    third, history = shared_device(history, checkin("C", at=T0 + timedelta(minutes=3),
-                                                    event_id="4"), POLICY)
+    assert second.evidence["other_event_ids"] == ["1", "2"]
+    third, _, history = shared_device(history, checkin("C", at=T0 + timedelta(minutes=3),
+                                                       event_id="4"), POLICY)
     assert third is not None and third.evidence["other_nips"] == ["A", "B"]
-    assert {u.nip for u in history.uses} == {"A", "B", "C"}
+    assert [u.nip for u in history.uses] == ["A", "A", "B", "C"]
 
 
 def test_shared_device_window_is_12_hours() -> None:
-    _, history = shared_device(DeviceHistory(), checkin("A"), POLICY)
-    inside, _ = shared_device(history, checkin("B", at=T0 + timedelta(hours=12)), POLICY)
+    _, _, history = shared_device(DeviceHistory(), checkin("A", event_id="1"), POLICY)
+    inside, _, _ = shared_device(history, checkin("B", at=T0 + timedelta(hours=12)), POLICY)
     assert inside is not None
-    outside, kept = shared_device(history, checkin("B", at=T0 + timedelta(hours=12, seconds=1)),
-                                  POLICY)
+    outside, _, kept = shared_device(
+        history, checkin("B", at=T0 + timedelta(hours=12, seconds=1)), POLICY)
     assert outside is None
     assert [u.nip for u in kept.uses] == ["B"]  # A's use aged out of the window
+
+
+def test_shared_device_out_of_order_revises_the_later_checkin() -> None:
+    """The team's check-ins reach the device stage before the owner's, although the owner
+    checked in first: the owner is not flagged, the team members are, whatever the order."""
+    mate_at = T0 + timedelta(minutes=1)
+    found, late, history = shared_device(DeviceHistory(), checkin("B", at=mate_at,
+                                                                  event_id="b"), POLICY)
+    assert found is None and late == []  # nothing known yet
+    found, late, history = shared_device(history, checkin("A", at=T0, event_id="a"), POLICY)
+    assert found is None  # the owner came first
+    assert [(u.event_id, f.evidence["other_nips"]) for u, f in late] == [("b", ["A"])]
+    assert {u.event_id: u.flagged for u in history.uses} == {"a": False, "b": True}
+    # A second early check-in by someone else does not revise "b" again.
+    _, late, _ = shared_device(history, checkin("C", at=T0 - timedelta(minutes=1),
+                                                event_id="c"), POLICY)
+    assert [u.event_id for u, _ in late] == ["a"]
+
+
+def test_shared_device_redelivery_is_not_a_second_person() -> None:
+    _, _, history = shared_device(DeviceHistory(), checkin("A", event_id="1"), POLICY)
+    again, late, history = shared_device(history, checkin("A", event_id="1"), POLICY)
+    assert again is None and late == []
+    assert len(history.uses) == 1
 
 
 def test_alert_id_is_deterministic_per_event_and_rule() -> None:

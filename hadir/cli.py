@@ -1,0 +1,311 @@
+"""The ``hadir`` command line. Each command's work lives in its own module; this file only parses
+arguments, calls it, prints the result and turns known failures into one clear message."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from hadir.output import FORMATS, emit, emit_object
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _month(text: str) -> date:
+    if not re.fullmatch(r"\d{4}-\d{2}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a month like 2026-03")
+    year, month = map(int, text.split("-"))
+    if not 1 <= month <= 12:
+        raise argparse.ArgumentTypeError(f"{text!r}: month must be 01..12")
+    return date(year, month, 1)
+
+
+def _year(text: str) -> int:
+    if not re.fullmatch(r"\d{4}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a year like 2026")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    return path
+
+
+def _settings() -> Any:
+    from hadir import config
+
+    return config.load()
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+def cmd_infra(args: argparse.Namespace) -> int:
+    from hadir.infra import stack
+
+    settings = _settings()
+    if args.action == "up":
+        if args.format == "table":
+            print("Starting the local stack (state in "
+                  f"{settings.infra.home_path}):", flush=True)
+        rows = [vars(s) for s in stack.up(settings, progress=args.format == "table")]
+    elif args.action == "down":
+        from hadir import workers
+
+        stopped = workers.stop(settings) + stack.down(settings)
+        emit_object({"stopped": stopped}, args.format)
+        return 0
+    else:
+        rows = [vars(s) for s in stack.status(settings)]
+    emit(rows, args.format, title="Hadir services",
+         columns=["name", "address", "healthy", "pid", "log"])
+    return 0 if all(r["healthy"] for r in rows) else 1
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from hadir import config
+
+    settings = _settings()
+    values = config.as_dict(settings)
+    if args.format == "table":
+        rows = [{"setting": f"HADIR_{section}_{key}".upper(), "value": value}
+                for section, fields in values.items() for key, value in fields.items()]
+        emit(rows, "table", title="Effective settings")
+    else:
+        emit_object(values, args.format)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from hadir import workers
+    from hadir.infra import stack
+
+    settings = _settings()
+    if args.stop:
+        emit_object({"stopped": workers.stop(settings)}, args.format)
+        return 0
+    if args.status:
+        emit([vars(w) for w in workers.status(settings)], args.format, title="Workers",
+             columns=["name", "pid", "log"])
+        return 0
+    stack.up(settings, progress=args.format == "table")
+    if args.detach:
+        emit([vars(w) for w in workers.start(settings, args.intake)], args.format,
+             title="Workers started", columns=["name", "pid", "log"])
+        return 0
+    return workers.foreground(settings, args.intake)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from hadir import replay
+
+    summary = replay.replay(_settings(), args.dir, timeout=args.timeout,
+                            progress=args.format == "table")
+    replay.print_summary(summary, args.format)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from hadir import demo
+
+    return demo.run(_settings(), out=args.out, asn=args.asn, seed=args.seed,
+                    month=args.month, fmt=args.format)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from hadir import reports
+
+    settings = _settings()
+    if args.kind == "tpp":
+        rows = reports.tpp(settings, args.month, office=args.office)
+        emit([r.as_row() for r in rows], args.format,
+             title=f"TPP {args.month:%Y-%m}", columns=reports.TPP_COLUMNS)
+    else:
+        lines = reports.discipline(settings, args.year, office=args.office)
+        emit(lines, args.format, title=f"Discipline {args.year} (PP 94/2021)",
+             columns=reports.DISCIPLINE_COLUMNS)
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from hadir import queries
+
+    settings = _settings()
+    if args.follow:
+        return queries.follow_alerts(settings, args.format)
+    emit(queries.alerts(settings, rule=args.rule, nip=args.nip, limit=args.limit),
+         args.format, title="Fraud alerts", columns=queries.ALERT_COLUMNS)
+    return 0
+
+
+def cmd_checkins(args: argparse.Namespace) -> int:
+    from hadir import queries
+
+    emit(queries.checkins(_settings(), nip=args.nip, verdict=args.verdict, limit=args.limit),
+         args.format, title="Check-in verdicts", columns=queries.CHECKIN_COLUMNS)
+    return 0
+
+
+def cmd_face(args: argparse.Namespace) -> int:
+    from hadir import faces
+
+    settings = _settings()
+    if args.action == "compare":
+        emit_object(faces.compare(settings, args.a, args.b), args.format,
+                    title=f"{args.a} vs {args.b}")
+    else:
+        emit_object(faces.enroll(settings, args.nip, args.images), args.format,
+                    title=f"Enrolled {args.nip}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from hadir import bench
+
+    results = bench.run(_settings(), only=args.only, out=args.out,
+                        progress=args.format == "table")
+    bench.print_results(results, args.format)
+    return 0
+
+
+# --- parser --------------------------------------------------------------------------------
+
+
+def _fmt(p: argparse.ArgumentParser, csv: bool = False) -> None:
+    p.add_argument("--format", choices=FORMATS if csv else ("table", "json"), default="table",
+                   help="table for people (default), json%s for programs" %
+                   (" or csv" if csv else ""))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hadir",
+        description="Hadir: ASN attendance with face, location and fraud checks, streamed "
+                    "through Kafka into ClickHouse, and the TPP report that follows.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("infra", help="start, stop or show the local Kafka, registry, ClickHouse")
+    s.add_argument("action", choices=("up", "down", "status"))
+    _fmt(s)
+    s.set_defaults(func=cmd_infra)
+
+    s = sub.add_parser("config", help="show the effective settings (HADIR_* and hadir.toml)")
+    _fmt(s)
+    s.set_defaults(func=cmd_config)
+
+    s = sub.add_parser("run", help="start the stream workers (foreground unless --detach)")
+    s.add_argument("--detach", action="store_true", help="start in the background and return")
+    s.add_argument("--intake", type=_positive, default=1,
+                   help="intake (face) workers, at most the raw topic's partitions")
+    s.add_argument("--stop", action="store_true", help="stop background workers")
+    s.add_argument("--status", action="store_true", help="list running workers")
+    _fmt(s)
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("replay", help="replay a scenario folder end to end")
+    s.add_argument("dir", type=Path, help="scenario folder (format in DESIGN.md)")
+    s.add_argument("--timeout", type=_positive, default=900,
+                   help="seconds to wait for every verdict (default 900)")
+    _fmt(s)
+    s.set_defaults(func=cmd_replay)
+
+    s = sub.add_parser("demo", help="generate a Bangka Tengah month with fraud and replay it")
+    s.add_argument("--asn", type=_positive, default=300, help="number of ASN (default 300)")
+    s.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    s.add_argument("--month", type=_month, default=None,
+                   help="month to simulate, YYYY-MM (default: last full month)")
+    s.add_argument("--out", type=Path, default=Path("out/demo"),
+                   help="where the scenario and the reports go (default out/demo)")
+    _fmt(s)
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("report", help="TPP and discipline reports from ClickHouse")
+    rs = s.add_subparsers(dest="kind", required=True, metavar="REPORT")
+    r = rs.add_parser("tpp", help="monthly TPP cut per ASN")
+    r.add_argument("--month", type=_month, required=True, help="YYYY-MM")
+    r.add_argument("--office", help="only this office_id")
+    _fmt(r, csv=True)
+    r.set_defaults(func=cmd_report)
+    r = rs.add_parser("discipline", help="TK days per ASN and the PP 94/2021 level reached")
+    r.add_argument("--year", type=_year, required=True, help="YYYY")
+    r.add_argument("--office", help="only this office_id")
+    _fmt(r, csv=True)
+    r.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("alerts", help="fraud alerts (--follow tails the topic)")
+    s.add_argument("--follow", action="store_true", help="show alerts as they happen")
+    s.add_argument("--rule", help="only this rule, e.g. SHARED_DEVICE")
+    s.add_argument("--nip", help="only this NIP")
+    s.add_argument("--limit", type=_positive, default=50)
+    _fmt(s, csv=True)
+    s.set_defaults(func=cmd_alerts)
+
+    s = sub.add_parser("checkins", help="check-in verdicts")
+    s.add_argument("--nip", help="only this NIP")
+    s.add_argument("--verdict", choices=("ACCEPTED", "REVIEW", "REJECTED"))
+    s.add_argument("--limit", type=_positive, default=50)
+    _fmt(s, csv=True)
+    s.set_defaults(func=cmd_checkins)
+
+    s = sub.add_parser("face", help="compare two face images, or enroll an ASN")
+    fs = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    f = fs.add_parser("compare", help="similarity of the faces in two images")
+    f.add_argument("a", type=_file)
+    f.add_argument("b", type=_file)
+    _fmt(f)
+    f.set_defaults(func=cmd_face)
+    f = fs.add_parser("enroll", help="enroll an ASN's face from one or more photos")
+    f.add_argument("nip")
+    f.add_argument("images", type=_file, nargs="+")
+    _fmt(f)
+    f.set_defaults(func=cmd_face)
+
+    s = sub.add_parser("bench", help="run the benchmarks, results as JSON")
+    s.add_argument("--only", help="comma-separated: geo,face,pipeline,sink,report")
+    s.add_argument("--out", type=Path, default=Path("out/bench.json"))
+    _fmt(s)
+    s.set_defaults(func=cmd_bench)
+    return p
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from hadir.config import ConfigError
+    from hadir.infra.process import InfraError
+    from hadir.scenario import ScenarioError
+    from hadir.serde import RegistryError, SerdeError
+    from processors.events import InvalidCheckin
+    from processors.face import FaceModelError
+
+    return (ConfigError, InfraError, ScenarioError, RegistryError, SerdeError, InvalidCheckin,
+            FaceModelError, FileNotFoundError, PermissionError, TimeoutError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("hadir: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if isinstance(exc, _known_errors()) or type(exc).__name__ == "NetworkError":
+            print(f"hadir: error: {exc}", file=sys.stderr)
+            return 1
+        raise

@@ -1,0 +1,190 @@
+"""Hadir's one configuration object.
+
+Every setting has a default (those of ../shared/DESIGN.md) and can be changed in two places, the
+later winning:
+
+1. a TOML file named by ``HADIR_CONFIG`` (or ``hadir.toml`` in the working directory), with one
+   table per section::
+
+       [geo]
+       geofence_tolerance_m = 50
+
+2. environment variables ``HADIR_<SECTION>_<FIELD>``, e.g. ``HADIR_GEO_GEOFENCE_TOLERANCE_M=50``
+   or ``HADIR_INFRA_KAFKA_PORT=19092``. Tuples are comma-separated in the environment.
+
+Sections and their fields are the dataclasses below (infra, sink, security) and the policies of
+the processors (geo, face, fraud, attendance), each documented where its rule lives.
+``hadir config`` prints the effective values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from processors.attendance import AttendancePolicy
+from processors.face import FacePolicy
+from processors.fraud import FraudPolicy
+from processors.geo import GeoPolicy
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class InfraSettings:
+    """Where the services are. ``hadir infra up`` starts them locally with these values."""
+
+    home: str = str(REPO_ROOT / ".hadir")  # state folder: data, logs, pids, built jars, models
+    managed: bool = True  # False: the services run elsewhere (docker/); `infra up` only provisions
+    kafka_host: str = "127.0.0.1"
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    kafka_heap: str = "768m"
+    registry_port: int = 8081
+    registry_heap: str = "384m"
+    clickhouse_host: str = "127.0.0.1"
+    clickhouse_port: int = 9000  # native protocol (clickhouse-driver)
+    clickhouse_http_port: int = 8123
+    clickhouse_database: str = "hadir"
+    clickhouse_user: str = "default"
+    clickhouse_password: str = ""
+    dashboard_user: str = "hadir_dashboard"  # read-only ClickHouse user for dashboards
+    dashboard_password: str = "dashboard"
+    raw_partitions: int = 6  # hadir.checkins.raw: the most face workers that can share the load
+    partitions: int = 3  # every other topic
+    # Addresses of services run elsewhere (with managed = false, as in docker/compose.yaml).
+    kafka_bootstrap: str = ""
+    registry_url: str = ""
+    models_dir: str = ""  # converted face models; empty: <home>/models
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka_bootstrap or f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def registry(self) -> str:
+        return self.registry_url or f"http://127.0.0.1:{self.registry_port}/apis/ccompat/v7"
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home)
+
+    @property
+    def models_path(self) -> Path:
+        return Path(self.models_dir) if self.models_dir else self.home_path / "models"
+
+
+@dataclass(frozen=True)
+class SinkSettings:
+    """The ClickHouse sink: a batch is flushed at this many rows or after this long."""
+
+    batch_rows: int = 5000
+    batch_seconds: float = 0.5
+    retry_max_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    """Face templates are sealed with AES-256-GCM under this key (64 hex characters).
+    Empty: a key is generated once and kept in the state folder (mode 0600)."""
+
+    template_key_hex: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    infra: InfraSettings = field(default_factory=InfraSettings)
+    sink: SinkSettings = field(default_factory=SinkSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    geo: GeoPolicy = field(default_factory=GeoPolicy)
+    face: FacePolicy = field(default_factory=FacePolicy)
+    fraud: FraudPolicy = field(default_factory=FraudPolicy)
+    attendance: AttendancePolicy = field(default_factory=AttendancePolicy)
+
+
+def _convert(name: str, raw: Any, hint: Any) -> Any:
+    """Turn a TOML or environment value into the field's declared type."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none", "null")):
+            return None
+        return _convert(name, raw, next(a for a in args if a is not type(None)))
+    if origin is tuple:
+        items = raw if isinstance(raw, list | tuple) else [s for s in str(raw).split(",") if s]
+        return tuple(_convert(name, item.strip() if isinstance(item, str) else item, args[0])
+                     for item in items)
+    try:
+        if hint is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            return text in ("1", "true", "yes", "on")
+        if hint in (int, float, str):
+            return hint(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: {raw!r} is not a valid {hint.__name__}") from None
+    raise ConfigError(f"{name}: unsupported setting type {hint!r}")
+
+
+def _section(cls: type, name: str, table: dict[str, Any], env: dict[str, str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(table) - known
+    if unknown:
+        raise ConfigError(f"[{name}] has unknown settings: {', '.join(sorted(unknown))}")
+    for f in dataclasses.fields(cls):
+        env_name = f"HADIR_{name}_{f.name}".upper()
+        if env_name in env:
+            values[f.name] = _convert(env_name, env[env_name], hints[f.name])
+        elif f.name in table:
+            values[f.name] = _convert(f"[{name}] {f.name}", table[f.name], hints[f.name])
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"[{name}]: {exc}") from None
+
+
+def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Read the settings: defaults, then the TOML file, then ``HADIR_*`` variables."""
+    env = dict(os.environ if env is None else env)
+    file = Path(path or env.get("HADIR_CONFIG") or "hadir.toml")
+    data: dict[str, Any] = {}
+    if file.exists():
+        try:
+            data = tomllib.loads(file.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: {exc}") from None
+    elif path is not None or "HADIR_CONFIG" in env:
+        raise ConfigError(f"config file {file} does not exist")
+    sections = {f.name: f.type for f in dataclasses.fields(Settings)}
+    unknown = set(data) - set(sections)
+    if unknown:
+        raise ConfigError(f"{file}: unknown sections: {', '.join(sorted(unknown))}")
+    hints = typing.get_type_hints(Settings)
+    return Settings(**{
+        name: _section(hints[name], name, data.get(name, {}), env) for name in sections
+    })
+
+
+def as_dict(settings: Settings) -> dict[str, Any]:
+    """The effective settings, secrets masked, for ``hadir config``."""
+    out = dataclasses.asdict(settings)
+    for section, key in (("security", "template_key_hex"), ("infra", "clickhouse_password"),
+                         ("infra", "dashboard_password")):
+        if out[section][key]:
+            out[section][key] = "***"
+    return out

@@ -1,0 +1,154 @@
+"""``hadir demo``: generate a Bangka Tengah month with injected fraud, replay it through the real
+stack, then show what was caught, who cheated most, and the TPP report by office. Everything
+printed is read back from ClickHouse; the scenario and the reports are left in ``--out``."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter, defaultdict
+from dataclasses import asdict
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from hadir import faces, replay, reports
+from hadir.config import REPO_ROOT, Settings
+from hadir.generate import EXPECTED_REASON, FRAUD_KINDS, generate
+from hadir.output import emit, emit_object, to_json
+from sinks.clickhouse import connect
+
+FACES_DIR = REPO_ROOT.parent / "shared" / "faces" / "deepface"
+
+
+def last_full_month(today: date | None = None) -> date:
+    first = (today or datetime.now(UTC).date()).replace(day=1)
+    return (first - timedelta(days=1)).replace(day=1)
+
+
+def _verdicts(settings: Settings, ids: list[str]) -> dict[str, tuple[str, list[str]]]:
+    client = connect(settings.infra)
+    rows = client.execute(
+        "SELECT event_id, verdict, reasons FROM checkins FINAL "
+        "WHERE event_id IN (SELECT event_id FROM ids)",
+        external_tables=[{"name": "ids", "structure": [("event_id", "String")],
+                          "data": [{"event_id": i} for i in ids]}])
+    client.disconnect()
+    return {e: (v, list(r)) for e, v, r in rows}
+
+
+def detection(folder: Path, verdicts: dict[str, tuple[str, list[str]]],
+              all_ids: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per fraud kind: injected, caught (the expected reason is on the verdict), missed; and the
+    honest check-ins that were rejected (false alarms) or sent to review."""
+    injected: dict[str, str] = {}
+    with (folder / "injected.csv").open() as f:
+        for row in csv.DictReader(f):
+            injected[row["event_id"]] = row["fraud"]
+    table = []
+    for kind in FRAUD_KINDS:
+        ids = [e for e, k in injected.items() if k == kind]
+        caught = sum(EXPECTED_REASON[kind] in verdicts.get(e, ("", []))[1] for e in ids)
+        table.append({"fraud": kind, "rule": EXPECTED_REASON[kind], "injected": len(ids),
+                      "caught": caught, "missed": len(ids) - caught})
+    honest = [e for e in all_ids if e not in injected]
+    rejected = [e for e in honest if verdicts.get(e, ("", []))[0] == "REJECTED"]
+    review = Counter(r for e in honest if verdicts.get(e, ("", []))[0] == "REVIEW"
+                     for r in verdicts[e][1])
+    false_reasons = Counter(r for e in rejected for r in verdicts[e][1])
+    return table, {"honest_checkins": len(honest), "false_alarms_rejected": len(rejected),
+                   "false_alarm_reasons": dict(false_reasons),
+                   "honest_sent_to_review": dict(review)}
+
+
+def worst_offenders(settings: Settings, month: date, limit: int = 5) -> list[dict[str, Any]]:
+    client = connect(settings.infra)
+    rows = client.execute(
+        "SELECT nip, count() AS alerts, sum(severity = 'REJECTED') AS rejecting, "
+        "groupUniqArray(rule) FROM alerts FINAL WHERE toStartOfMonth(local_date) = %(month)s "
+        "GROUP BY nip ORDER BY rejecting DESC, alerts DESC, nip LIMIT %(limit)s",
+        {"month": month, "limit": limit})
+    names = {n: (name, office) for n, name, office in client.execute(
+        "SELECT nip, name, office_id FROM employees FINAL WHERE nip IN %(nips)s",
+        {"nips": tuple(r[0] for r in rows) or ("",)})}
+    client.disconnect()
+    out = []
+    for nip, alerts, rejecting, rules in rows:
+        name, office = names.get(nip, ("?", "?"))
+        out.append({"nip": nip, "name": name, "office_id": office, "alerts": alerts,
+                    "rejecting_alerts": rejecting, "rules": sorted(rules)})
+    return out
+
+
+def tpp_by_office(settings: Settings, month: date) -> list[dict[str, Any]]:
+    """The dashboard view over tpp_monthly, as stored by the report."""
+    client = connect(settings.infra)
+    rows, cols = client.execute(
+        "SELECT office_id, asn, base_idr, cut_idr, paid_idr, avg_cut_pct "
+        "FROM v_tpp_by_office_month WHERE month = %(month)s ORDER BY office_id",
+        {"month": month}, with_column_types=True)
+    client.disconnect()
+    return [dict(zip([c for c, _ in cols], r, strict=True)) for r in rows]
+
+
+def run(settings: Settings, out: Path, asn: int = 300, seed: int = 7,
+        month: date | None = None, fmt: str = "table") -> int:
+    people = fmt == "table"
+    month = month or last_full_month()
+    folder = out / "scenario"
+    if people:
+        print(f"Hadir demo: {asn} ASN of Kabupaten Bangka Tengah, {month:%B %Y}, seed {seed}")
+    verifier = faces.verifier(settings)
+    bar = tqdm(desc="generating the month", unit="day", disable=not people)
+
+    def step(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    generated = generate(folder, FACES_DIR, month, verifier, asn_count=asn, seed=seed,
+                         policy=settings.attendance, progress=step)
+    bar.close()
+    summary = replay.replay(settings, folder, progress=people)
+    if people:
+        replay.print_summary(summary, "table")
+
+    ids = [json.loads(line)["event_id"] for line in (folder / "events.jsonl").open()]
+    table, honest = detection(folder, _verdicts(settings, ids), list(dict.fromkeys(ids)))
+    offenders = worst_offenders(settings, month)
+    lines = reports.tpp(settings, month)
+    offices = tpp_by_office(settings, month)
+
+    report_dir = out / "reports"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    with (report_dir / f"tpp-{month:%Y-%m}.csv").open("w") as f:
+        emit([r.as_row() for r in lines], "csv", columns=reports.TPP_COLUMNS, out=f)
+    (report_dir / f"tpp-{month:%Y-%m}.json").write_text(
+        to_json([r.as_row() for r in lines]))
+    days: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in lines:
+        for d in r.days:
+            days[r.line.nip].append(asdict(d))
+    (report_dir / f"attendance-{month:%Y-%m}.json").write_text(to_json(days))
+    result = {"month": f"{month:%Y-%m}", "scenario": str(folder), "reports": str(report_dir),
+              "events": generated.events, "replay": asdict(summary), "detection": table,
+              "honest": honest, "worst_offenders": offenders, "tpp_by_office": offices}
+    (report_dir / "demo-summary.json").write_text(to_json(result))
+
+    if not people:
+        emit_object(result, "json")
+        return 0
+    emit(table, "table", title="Injected fraud: caught and missed")
+    print(f"Honest check-ins: {honest['honest_checkins']}, wrongly rejected: "
+          f"{honest['false_alarms_rejected']} {honest['false_alarm_reasons'] or ''}; "
+          f"sent to review: {honest['honest_sent_to_review'] or 'none'}")
+    emit(offenders, "table", title="Five worst offenders")
+    emit(offices, "table", title=f"TPP {month:%Y-%m} by office (from ClickHouse)")
+    total_cut = sum(r.line.tpp_cut_idr for r in lines)
+    print(f"TPP cut in total: Rp {total_cut:,} of Rp {sum(r.line.tpp_base_idr for r in lines):,}"
+          .replace(",", "."))
+    print(f"\nScenario: {folder}\nReports:  {report_dir} (tpp CSV/JSON, daily attendance, "
+          "summary)\nMore:     hadir report tpp --month "
+          f"{month:%Y-%m} | hadir alerts | hadir checkins")
+    return 0

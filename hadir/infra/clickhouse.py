@@ -1,0 +1,152 @@
+"""The local ClickHouse server: Debian's clickhouse-server started without systemd, with a minimal
+config written into the state folder, listening on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from hadir.config import InfraSettings
+from hadir.infra.process import InfraError, ManagedProcess, port_open, tail, wait_until
+
+
+class ClickHouseServer:
+    name = "clickhouse"
+
+    def __init__(self, infra: InfraSettings) -> None:
+        self.infra = infra
+        self.dir = infra.home_path / "clickhouse"
+        self.config = self.dir / "config.xml"
+        self.process = ManagedProcess("clickhouse", self.dir, marker=str(self.config))
+
+    @property
+    def address(self) -> str:
+        return f"{self.infra.clickhouse_host}:{self.infra.clickhouse_port}"
+
+    def _write_config(self) -> None:
+        i = self.infra
+        d = self.dir
+        for sub in ("data", "tmp", "user_files", "format_schemas", "logs"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        (d / "config.xml").write_text(f"""<?xml version="1.0"?>
+<!-- Written by `hadir infra up`; edit hadir/infra/clickhouse.py instead. -->
+<yandex>
+    <logger>
+        <level>warning</level>
+        <log>{d}/logs/clickhouse-server.log</log>
+        <errorlog>{d}/logs/clickhouse-server.err.log</errorlog>
+        <size>100M</size>
+        <count>3</count>
+    </logger>
+    <listen_host>127.0.0.1</listen_host>
+    <http_port>{i.clickhouse_http_port}</http_port>
+    <tcp_port>{i.clickhouse_port}</tcp_port>
+    <max_connections>256</max_connections>
+    <keep_alive_timeout>3</keep_alive_timeout>
+    <max_concurrent_queries>100</max_concurrent_queries>
+    <uncompressed_cache_size>1073741824</uncompressed_cache_size>
+    <mark_cache_size>268435456</mark_cache_size>
+    <path>{d}/data/</path>
+    <tmp_path>{d}/tmp/</tmp_path>
+    <user_files_path>{d}/user_files/</user_files_path>
+    <format_schema_path>{d}/format_schemas/</format_schema_path>
+    <users_config>{d}/users.xml</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <timezone>UTC</timezone>
+    <mlock_executable>false</mlock_executable>
+    <builtin_dictionaries_reload_interval>3600</builtin_dictionaries_reload_interval>
+    <max_session_timeout>3600</max_session_timeout>
+    <default_session_timeout>60</default_session_timeout>
+</yandex>
+""")
+        password_sha = hashlib.sha256(i.dashboard_password.encode()).hexdigest()
+        (d / "users.xml").write_text(f"""<?xml version="1.0"?>
+<!-- Written by `hadir infra up`. The dashboard user may only read ({escape(i.dashboard_user)}). -->
+<yandex>
+    <profiles>
+        <default>
+            <max_memory_usage>4000000000</max_memory_usage>
+            <load_balancing>random</load_balancing>
+            <allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type>
+        </default>
+        <readonly>
+            <readonly>1</readonly>
+            <max_memory_usage>2000000000</max_memory_usage>
+        </readonly>
+    </profiles>
+    <users>
+        <{escape(i.clickhouse_user)}>
+            <password>{escape(i.clickhouse_password)}</password>
+            <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </{escape(i.clickhouse_user)}>
+        <{escape(i.dashboard_user)}>
+            <password_sha256_hex>{password_sha}</password_sha256_hex>
+            <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+            <profile>readonly</profile>
+            <quota>default</quota>
+            <allow_databases><database>{escape(i.clickhouse_database)}</database></allow_databases>
+        </{escape(i.dashboard_user)}>
+    </users>
+    <quotas>
+        <default>
+            <interval>
+                <duration>3600</duration>
+                <queries>0</queries><errors>0</errors><result_rows>0</result_rows>
+                <read_rows>0</read_rows><execution_time>0</execution_time>
+            </interval>
+        </default>
+    </quotas>
+</yandex>
+""")
+
+    def healthy(self) -> bool:
+        from sinks.clickhouse import connect
+
+        if self.infra.managed and not port_open("127.0.0.1", self.infra.clickhouse_port):
+            return False
+        try:
+            client = connect(self.infra, database="default")
+            ok = client.execute("SELECT 1") == [(1,)]
+            client.disconnect()
+            return ok
+        except Exception:  # any client error means "not ready yet"
+            return False
+
+    def up(self, timeout: float = 30.0) -> None:
+        if self.process.pid() is not None:
+            if wait_until(self.healthy, timeout):
+                return
+            raise InfraError(f"clickhouse: running but not answering on {self.address}; "
+                             f"see {self.log_file}:\n{tail(self.log_file)}")
+        binary = shutil.which("clickhouse-server") or shutil.which("clickhouse")
+        if binary is None:
+            raise InfraError("clickhouse: clickhouse-server is not installed "
+                             "(apt-get install clickhouse-server, or run ./hadirw)")
+        for port in (self.infra.clickhouse_port, self.infra.clickhouse_http_port):
+            if port_open("127.0.0.1", port):
+                raise InfraError(f"clickhouse: port {port} on 127.0.0.1 is taken by another "
+                                 "program; stop it or set HADIR_INFRA_CLICKHOUSE_PORT / "
+                                 "HADIR_INFRA_CLICKHOUSE_HTTP_PORT")
+        self._write_config()
+        argv = [binary, f"--config-file={self.config}"]
+        if Path(binary).name == "clickhouse":
+            argv.insert(1, "server")
+        self.process.start(argv, cwd=self.dir)
+        if not wait_until(lambda: self.healthy() or self.process.exited(), timeout):
+            raise InfraError(f"clickhouse: not healthy after {timeout:.0f}s; see "
+                             f"{self.log_file}:\n{tail(self.log_file)}")
+        if self.process.exited():
+            raise InfraError(f"clickhouse: the server exited at start; see {self.log_file}:\n"
+                             f"{tail(self.log_file)}\n{tail(self.process.log_file)}")
+
+    @property
+    def log_file(self) -> Path:
+        return self.dir / "logs" / "clickhouse-server.err.log"
+
+    def down(self) -> bool:
+        return self.process.stop(timeout=30)

@@ -1,0 +1,141 @@
+"""The local Apache Kafka 4.0 broker: single node, KRaft (broker and controller in one process),
+on 127.0.0.1, jars from Maven Central, data in the state folder so it survives restarts."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+from hadir.config import InfraSettings
+from hadir.infra.process import InfraError, ManagedProcess, port_open, tail, wait_until
+
+HERE = Path(__file__).resolve().parent / "kafka"
+
+
+class KafkaBroker:
+    name = "kafka"
+
+    def __init__(self, infra: InfraSettings) -> None:
+        self.infra = infra
+        self.dir = infra.home_path / "kafka"
+        self.libs = self.dir / "libs"
+        self.data = self.dir / "data"
+        self.properties = self.dir / "server.properties"
+        self.process = ManagedProcess("kafka", self.dir, marker=str(self.properties))
+
+    @property
+    def address(self) -> str:
+        return self.infra.bootstrap
+
+    def ensure_jars(self) -> None:
+        """Resolve the broker's jars from Maven Central once (about 40 MB)."""
+        marker = self.libs / ".complete"
+        if marker.exists() and marker.stat().st_mtime >= (HERE / "pom.xml").stat().st_mtime:
+            return
+        if shutil.which("java") is None:
+            raise InfraError("kafka: java is not installed (apt-get install openjdk-17-jre-headless"
+                             ", or run ./hadirw which installs it)")
+        if shutil.which("mvn") is None:
+            raise InfraError("kafka: mvn is not installed (apt-get install maven, or ./hadirw)")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.libs.exists():
+            shutil.rmtree(self.libs)
+        log = self.dir / "maven.log"
+        with log.open("w") as out:
+            rc = subprocess.call(
+                ["mvn", "-B", "-q", "-f", str(HERE / "pom.xml"), "dependency:copy-dependencies",
+                 f"-DoutputDirectory={self.libs}", "-DincludeScope=runtime"],
+                stdout=out, stderr=subprocess.STDOUT,
+            )
+        if rc != 0:
+            raise InfraError(f"kafka: resolving the broker jars with mvn failed; see {log}:\n"
+                             f"{tail(log)}")
+        marker.touch()
+
+    def _write_config(self) -> None:
+        i = self.infra
+        self.properties.write_text(f"""# Written by `hadir infra up`; edit hadir/infra/kafka.py.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@{i.kafka_host}:{i.kafka_controller_port}
+listeners=PLAINTEXT://{i.kafka_host}:{i.kafka_port},CONTROLLER://{i.kafka_host}:{i.kafka_controller_port}
+advertised.listeners=PLAINTEXT://{i.kafka_host}:{i.kafka_port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs={self.data}
+num.partitions={i.partitions}
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=true
+log.retention.hours=168
+message.max.bytes=4194304
+""")
+
+    def _format(self) -> None:
+        """Format the KRaft storage once; a restart keeps the data."""
+        if (self.data / "meta.properties").exists():
+            return
+        cluster_id_file = self.dir / "cluster.id"
+        if not cluster_id_file.exists():
+            # KRaft wants a base64url UUID of 22 characters.
+            raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id_file.write_text(raw)
+        log = self.dir / "format.log"
+        with log.open("w") as out:
+            rc = subprocess.call(
+                ["java", "-cp", f"{self.libs}/*", "kafka.tools.StorageTool", "format",
+                 "-t", cluster_id_file.read_text().strip(), "-c", str(self.properties),
+                 "--ignore-formatted"],
+                stdout=out, stderr=subprocess.STDOUT,
+            )
+        if rc != 0:
+            raise InfraError(f"kafka: formatting storage failed; see {log}:\n{tail(log)}")
+
+    def healthy(self) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        if self.infra.managed and not port_open(self.infra.kafka_host, self.infra.kafka_port):
+            return False
+        try:
+            md = AdminClient({"bootstrap.servers": self.address}).list_topics(timeout=3)
+        except Exception:  # any client error means "not ready yet"
+            return False
+        return bool(md.brokers)
+
+    def up(self, timeout: float = 90.0) -> None:
+        if self.process.pid() is not None:
+            if wait_until(self.healthy, timeout):
+                return
+            raise InfraError(f"kafka: running but not answering on {self.address}; see "
+                             f"{self.process.log_file}:\n{tail(self.process.log_file)}")
+        for port in (self.infra.kafka_port, self.infra.kafka_controller_port):
+            if port_open(self.infra.kafka_host, port):
+                raise InfraError(f"kafka: port {port} on {self.infra.kafka_host} is taken by "
+                                 "another program; stop it or set HADIR_INFRA_KAFKA_PORT / "
+                                 "HADIR_INFRA_KAFKA_CONTROLLER_PORT")
+        self.ensure_jars()
+        self._write_config()
+        self._format()
+        self.process.start([
+            "java", f"-Xmx{self.infra.kafka_heap}", f"-Xms{self.infra.kafka_heap}",
+            "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={HERE / 'log4j2.properties'}",
+            "-cp", f"{self.libs}/*", "kafka.Kafka", str(self.properties),
+        ])
+        if not wait_until(lambda: self.healthy() or self.process.exited(), timeout):
+            raise InfraError(f"kafka: not healthy after {timeout:.0f}s; see "
+                             f"{self.process.log_file}:\n{tail(self.process.log_file)}")
+        if self.process.exited():
+            raise InfraError(f"kafka: the broker exited at start; see {self.process.log_file}:\n"
+                             f"{tail(self.process.log_file)}")
+
+    def down(self) -> bool:
+        return self.process.stop(timeout=60)

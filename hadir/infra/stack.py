@@ -1,0 +1,80 @@
+"""The local stack as one thing: ``hadir infra up|down|status``.
+
+``up`` is idempotent: it starts what is not running, waits until each service is healthy, then
+creates the topics, registers the schemas and applies the ClickHouse migrations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from hadir.config import Settings
+from hadir.infra.clickhouse import ClickHouseServer
+from hadir.infra.kafka import KafkaBroker
+from hadir.infra.process import InfraError, ManagedProcess, wait_until
+from hadir.infra.registry import SchemaRegistryServer
+
+
+class Service(Protocol):
+    name: str
+    process: ManagedProcess
+
+    @property
+    def address(self) -> str: ...
+    def up(self) -> None: ...
+    def down(self) -> bool: ...
+    def healthy(self) -> bool: ...
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    address: str
+    pid: int | None
+    healthy: bool
+    log: str
+
+
+def services(settings: Settings) -> list[Service]:
+    """In start order: the registry keeps its schemas in a file, not in Kafka, but is started
+    after the broker so a slow machine gives the broker the CPU first."""
+    infra = settings.infra
+    return [ClickHouseServer(infra), KafkaBroker(infra), SchemaRegistryServer(infra)]
+
+
+def up(settings: Settings, progress: bool = True) -> list[ServiceStatus]:
+    from hadir import topics
+    from hadir.serde import Registry
+    from sinks.migrations import migrate
+
+    for service in services(settings):
+        if not settings.infra.managed:
+            if not wait_until(service.healthy, 120):
+                raise InfraError(f"{service.name}: no answer from {service.address} "
+                                 "(HADIR_INFRA_MANAGED is false: it is not started by Hadir)")
+            continue
+        if progress and service.process.pid() is None:
+            print(f"  {service.name:<11} starting on {service.address} ...", flush=True)
+        service.up()
+    topics.create_all(settings.infra)
+    try:
+        Registry(settings.infra.registry).register_all()
+    except Exception as exc:
+        raise InfraError(f"registry: registering the schemas failed: {exc}") from None
+    migrate(settings)
+    return status(settings)
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop our services (by pid, newest first); returns the names that were running."""
+    return [s.name for s in reversed(services(settings)) if s.down()]
+
+
+def status(settings: Settings) -> list[ServiceStatus]:
+    out = []
+    for s in services(settings):
+        pid = s.process.pid()
+        out.append(ServiceStatus(s.name, s.address, pid, pid is not None and s.healthy(),
+                                 str(s.process.log_file)))
+    return out

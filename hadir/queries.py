@@ -1,0 +1,95 @@
+"""``hadir alerts`` and ``hadir checkins``: what the compliance team and the dashboards read."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC
+from typing import Any
+
+from hadir import topics
+from hadir.config import Settings
+from hadir.output import to_json
+from sinks.clickhouse import connect
+
+ALERT_COLUMNS = ["alert_id", "event_id", "nip", "device_id", "rule", "severity", "detected_at",
+                 "evidence"]
+CHECKIN_COLUMNS = ["event_id", "nip", "type", "server_time", "verdict", "reasons",
+                   "face_similarity", "h3_cell", "distance_m"]
+
+
+def _where(filters: dict[str, Any]) -> str:
+    parts = [f"{column} = %({column})s" for column, value in filters.items() if value]
+    return (" WHERE " + " AND ".join(parts)) if parts else ""
+
+
+def _utc(rows: list[dict[str, Any]], *columns: str) -> list[dict[str, Any]]:
+    for r in rows:
+        for c in columns:
+            if r.get(c) is not None:
+                r[c] = r[c].replace(tzinfo=UTC)
+    return rows
+
+
+def alerts(settings: Settings, rule: str | None = None, nip: str | None = None,
+           limit: int = 50) -> list[dict[str, Any]]:
+    filters = {"rule": rule, "nip": nip}
+    client = connect(settings.infra)
+    rows, cols = client.execute(
+        f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts FINAL{_where(filters)} "
+        f"ORDER BY detected_at DESC, alert_id LIMIT {int(limit)}", filters, with_column_types=True)
+    client.disconnect()
+    out = [dict(zip([c for c, _ in cols], r, strict=True)) for r in rows]
+    for r in out:
+        r["evidence"] = json.loads(r["evidence"])
+    return _utc(out, "detected_at")
+
+
+def checkins(settings: Settings, nip: str | None = None, verdict: str | None = None,
+             limit: int = 50) -> list[dict[str, Any]]:
+    filters = {"nip": nip, "verdict": verdict}
+    client = connect(settings.infra)
+    rows, cols = client.execute(
+        f"SELECT {', '.join(CHECKIN_COLUMNS)} FROM checkins FINAL{_where(filters)} "
+        f"ORDER BY server_time_ms DESC, event_id LIMIT {int(limit)}", filters,
+        with_column_types=True)
+    client.disconnect()
+    return _utc([dict(zip([c for c, _ in cols], r, strict=True)) for r in rows], "server_time")
+
+
+def follow_alerts(settings: Settings, fmt: str = "table") -> int:
+    """Tail hadir.fraud.alerts from now on, one line per alert (JSON lines with --format json),
+    as a compliance officer would watch them. Ctrl-C stops."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from hadir.serde import AvroCodec, Registry
+
+    codec = AvroCodec(topics.ALERTS, Registry(settings.infra.registry))
+    consumer = Consumer({"bootstrap.servers": settings.infra.bootstrap,
+                         "group.id": "hadir-alerts-follow", "enable.auto.commit": False})
+    metadata = consumer.list_topics(topics.ALERTS.name, timeout=10)
+    parts = metadata.topics[topics.ALERTS.name].partitions
+    tps = []
+    for p in parts:
+        _low, high = consumer.get_watermark_offsets(TopicPartition(topics.ALERTS.name, p), 10)
+        tps.append(TopicPartition(topics.ALERTS.name, p, high))
+    consumer.assign(tps)
+    if fmt == "table":
+        print("following fraud alerts (Ctrl-C to stop) ...", flush=True)
+    try:
+        while True:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            a = codec.decode(msg.value())
+            if fmt == "json":
+                sys.stdout.write(json.dumps(json.loads(to_json(a))) + "\n")
+            else:
+                sys.stdout.write(f"{a['detected_at']:%Y-%m-%d %H:%M:%S} {a['severity']:<8} "
+                                 f"{a['rule']:<17} nip {a['nip']} device {a['device_id']} "
+                                 f"{a['evidence']}\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        consumer.close()

@@ -1,0 +1,251 @@
+"""``hadir replay DIR``: a scenario folder through the real pipeline, end to end.
+
+1. Read and check the whole folder, and enroll every face, before anything is published.
+2. Start the stack and the workers if they are not running.
+3. Publish the reference data (offices, employees, excuses, sealed face templates).
+4. Publish the check-ins in server_time order, with their selfies, one day at a time, waiting
+   until each has its verdict in ClickHouse (or a dead letter) before the next day. Events that
+   already have a verdict (an earlier run) are not published again: a second run is a no-op.
+5. Summarise: verdicts by kind, alerts by rule, dead letters.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from tqdm import tqdm
+
+from hadir import faces, topics, workers
+from hadir.config import Settings
+from hadir.infra import stack
+from hadir.output import emit, emit_object
+from hadir.scenario import Event, Scenario, ScenarioError, load
+from hadir.serde import AvroCodec, Registry
+from processors.face import EnrollmentError, Template
+from sinks.clickhouse import connect
+
+
+@dataclass
+class Summary:
+    folder: str
+    events: int
+    published: int
+    verdicts: dict[str, int] = field(default_factory=dict)
+    alerts: dict[str, int] = field(default_factory=dict)
+    dead_letters: int = 0
+    seconds: float = 0.0
+    dead_letter_reasons: list[str] = field(default_factory=list)
+
+
+def _producer(settings: Settings) -> Any:
+    from confluent_kafka import Producer
+
+    # murmur2 like the Java client and aiokafka, so keys land where faust expects them.
+    return Producer({"bootstrap.servers": settings.infra.bootstrap, "linger.ms": 20,
+                     "partitioner": "murmur2_random",
+                     "message.max.bytes": 4_000_000, "queue.buffering.max.messages": 200_000})
+
+
+def _flush(producer: Any) -> None:
+    if producer.flush(120):
+        raise TimeoutError("Kafka did not acknowledge every record within 120 s")
+
+
+def enroll_all(settings: Settings, scenario: Scenario,
+               progress: bool) -> dict[str, Template]:
+    """Every employee with a photo, enrolled before anything is published."""
+    v = faces.verifier(settings)
+    out: dict[str, Template] = {}
+    problems = []
+    people = [e for e in scenario.employees if e.photo is not None]
+    for e in tqdm(people, desc="enrolling faces", unit="ASN", disable=not progress):
+        assert e.photo is not None
+        try:
+            out[e.nip] = v.enroll([e.photo.read_bytes()])
+        except EnrollmentError as exc:
+            problems.append(f"{scenario.root / 'employees.csv'}: {e.nip}: {e.photo.name}: {exc}")
+    if problems:
+        raise ScenarioError(problems)
+    return out
+
+
+def publish_reference(settings: Settings, scenario: Scenario,
+                      templates: dict[str, Template]) -> None:
+    registry = Registry(settings.infra.registry)
+    p = _producer(settings)
+    codec = AvroCodec(topics.OFFICES, registry)
+    for office_id, feature in scenario.office_features.items():
+        p.produce(topics.OFFICES.name, key=office_id.encode(), value=codec.encode({
+            "office_id": office_id, "name": feature["properties"].get("name", office_id),
+            "geometry": json.dumps(feature["geometry"])}))
+    codec = AvroCodec(topics.EMPLOYEES, registry)
+    for e in scenario.employees:
+        p.produce(topics.EMPLOYEES.name, key=e.nip.encode(), value=codec.encode({
+            "nip": e.nip, "name": e.name, "office_id": e.office_id,
+            "tpp_base_idr": e.tpp_base_idr}))
+    codec = AvroCodec(topics.EXCUSES, registry)
+    for x in scenario.excuses:
+        p.produce(topics.EXCUSES.name,
+                  key=f"{x.nip}|{x.date_from.isoformat()}|{x.kind.value}".encode(),
+                  value=codec.encode({"nip": x.nip, "date_from": x.date_from.isoformat(),
+                                      "date_to": x.date_to.isoformat(), "kind": x.kind.value}))
+    codec = AvroCodec(topics.FACES, registry)
+    cipher = faces.verifier(settings).cipher(faces.template_key(settings))
+    for nip, template in templates.items():
+        p.produce(topics.FACES.name, key=nip.encode(),
+                  value=codec.encode(faces.template_record(nip, template, cipher)))
+    _flush(p)
+
+
+def _decided(settings: Settings, ids: list[str]) -> set[str]:
+    """The event ids among ``ids`` that have a verdict in ClickHouse."""
+    if not ids:
+        return set()
+    client = connect(settings.infra)
+    rows = client.execute(
+        "SELECT DISTINCT event_id FROM checkins WHERE event_id IN (SELECT event_id FROM ids)",
+        external_tables=[{"name": "ids", "structure": [("event_id", "String")],
+                          "data": [{"event_id": i} for i in ids]}])
+    client.disconnect()
+    return {r[0] for r in rows}
+
+
+def _record(e: Event) -> dict[str, Any]:
+    return {"event_id": e.event_id, "nip": e.nip, "device_id": e.device_id, "type": e.type,
+            "server_time": e.server_time, "client_time": e.client_time, "lat": e.lat,
+            "lon": e.lon, "accuracy_m": e.accuracy_m, "mock_location": e.mock_location,
+            "selfie": e.selfie.read_bytes() if e.selfie else None,
+            "app_version": e.app_version}
+
+
+def publish_events(settings: Settings, events: list[Event]) -> dict[tuple[int, int], str]:
+    """Publish in server_time order; returns (partition, offset) -> event_id."""
+    codec = AvroCodec(topics.RAW, Registry(settings.infra.registry))
+    p = _producer(settings)
+    where: dict[tuple[int, int], str] = {}
+
+    def delivered(err: Any, msg: Any, event_id: str) -> None:
+        if err is None:
+            where[(msg.partition(), msg.offset())] = event_id
+
+    for e in events:
+        p.produce(topics.RAW.name, key=e.nip.encode(), value=codec.encode(_record(e)),
+                  on_delivery=lambda err, msg, i=e.event_id: delivered(err, msg, i))
+        p.poll(0)
+    _flush(p)
+    return where
+
+
+class DeadLetterWatch:
+    """Dead letters of the raw topic's records published by this run."""
+
+    def __init__(self, settings: Settings) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        self.codec = AvroCodec(topics.DLQ, Registry(settings.infra.registry))
+        self.consumer = Consumer({"bootstrap.servers": settings.infra.bootstrap,
+                                  "group.id": "hadir-replay", "enable.auto.commit": False})
+        md = self.consumer.list_topics(topics.DLQ.name, timeout=10)
+        tps = []
+        for part in md.topics[topics.DLQ.name].partitions:
+            _, high = self.consumer.get_watermark_offsets(
+                TopicPartition(topics.DLQ.name, part), timeout=10)
+            tps.append(TopicPartition(topics.DLQ.name, part, high))
+        self.consumer.assign(tps)
+        self.letters: dict[tuple[int, int], str] = {}
+
+    def poll(self) -> None:
+        for msg in self.consumer.consume(1000, timeout=0.2):
+            if msg.error():
+                continue
+            d = self.codec.decode(msg.value())
+            if d["source_topic"] == topics.RAW.name:
+                self.letters[(d["source_partition"], d["source_offset"])] = d["error"]
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def _counts(settings: Settings, ids: list[str]) -> tuple[dict[str, int], dict[str, int]]:
+    client = connect(settings.infra)
+    ext = [{"name": "ids", "structure": [("event_id", "String")],
+            "data": [{"event_id": i} for i in ids]}]
+    verdicts = dict(client.execute(
+        "SELECT verdict, count() FROM checkins FINAL WHERE event_id IN "
+        "(SELECT event_id FROM ids) GROUP BY verdict ORDER BY verdict", external_tables=ext))
+    alerts = dict(client.execute(
+        "SELECT rule, count() FROM alerts FINAL WHERE event_id IN "
+        "(SELECT event_id FROM ids) GROUP BY rule ORDER BY count() DESC, rule",
+        external_tables=ext))
+    client.disconnect()
+    return verdicts, alerts
+
+
+def replay(settings: Settings, folder: Path, timeout: float = 900,
+           progress: bool = True, intake_workers: int = 1) -> Summary:
+    started = time.monotonic()
+    scenario = load(folder)
+    templates = enroll_all(settings, scenario, progress)
+    stack.up(settings, progress=progress)
+    workers.start(settings, intake_workers)
+    publish_reference(settings, scenario, templates)
+    ids = list(dict.fromkeys(e.event_id for e in scenario.events))
+    done = _decided(settings, ids)
+    todo = [e for e in scenario.events if e.event_id not in done]
+    # One day at a time, as the days happened: a check-in is judged against what came before
+    # it (previous fix, device history, earlier selfies), never against a later day's events.
+    tz = ZoneInfo(settings.attendance.timezone)
+    days: dict[date, list[Event]] = {}
+    for e in todo:
+        days.setdefault(e.server_time.astimezone(tz).date(), []).append(e)
+    watch = DeadLetterWatch(settings)
+    letters: dict[str, str] = {}
+    bar = tqdm(total=len(ids), initial=len(ids) - len({e.event_id for e in todo}),
+               desc="replaying check-ins", unit="ev", disable=not progress)
+    deadline = time.monotonic() + timeout
+    try:
+        for day, events in sorted(days.items()):
+            bar.set_postfix_str(f"{day}")
+            where = publish_events(settings, events)
+            pending = {e.event_id for e in events}
+            while pending:
+                watch.poll()
+                letters.update({where[pos]: err for pos, err in watch.letters.items()
+                                if pos in where})
+                finished = (_decided(settings, list(pending)) | set(letters)) & pending
+                pending -= finished
+                bar.update(len(finished))
+                if not pending:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"{len(pending)} check-ins of {day} have no verdict after "
+                        f"{timeout:.0f} s; see the worker logs in "
+                        f"{settings.infra.home_path / 'workers'}")
+                time.sleep(0.2)
+    finally:
+        bar.close()
+        watch.close()
+    verdicts, alerts = _counts(settings, ids)
+    return Summary(str(folder), len(ids), len(todo), verdicts, alerts, len(letters),
+                   round(time.monotonic() - started, 1), sorted(set(letters.values()))[:10])
+
+
+def print_summary(s: Summary, fmt: str) -> None:
+    if fmt == "json":
+        emit_object(asdict(s), "json")
+        return
+    print(f"\nReplayed {s.folder}: {s.events} check-ins ({s.published} published this run) "
+          f"in {s.seconds:.0f} s")
+    emit([{"verdict": k, "check-ins": v} for k, v in s.verdicts.items()], "table",
+         title="Verdicts")
+    emit([{"rule": k, "alerts": v} for k, v in s.alerts.items()], "table", title="Alerts")
+    print(f"Dead letters: {s.dead_letters}")
+    for reason in s.dead_letter_reasons:
+        print(f"  {reason}")

@@ -1,0 +1,195 @@
+"""``hadir report``: the TPP and discipline reports.
+
+ClickHouse gives the facts (employees, excuses, and per ASN and local day the first accepted IN
+and last accepted OUT, deduplicated); processors/attendance.py applies the rules, so every rupiah
+is explained by one DayRecord. The results are stored back (attendance_daily, tpp_monthly,
+calendar) for dashboards.
+"""
+
+from __future__ import annotations
+
+import calendar as calmod
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from hadir.config import Settings
+from processors.attendance import (
+    DayRecord,
+    Excuse,
+    ExcuseKind,
+    TppLine,
+    WorkCalendar,
+    discipline_level,
+    longest_tk_streak,
+    tpp_month,
+)
+from sinks.clickhouse import connect
+
+TPP_COLUMNS = ["nip", "name", "office_id", "working_days", "present_days", "excused_days",
+               "tk_days", "tl", "psw", "cut_pct", "tpp_base_idr", "tpp_cut_idr",
+               "tpp_paid_idr"]
+DISCIPLINE_COLUMNS = ["nip", "name", "office_id", "tk_days", "longest_tk_streak", "level",
+                      "code", "description"]
+
+# REVIEW check-ins count as attendance until a person decides otherwise (DESIGN.md).
+COUNTED = ("ACCEPTED", "REVIEW")
+
+
+@dataclass(frozen=True)
+class EmployeeRow:
+    nip: str
+    name: str
+    office_id: str
+    tpp_base_idr: int
+
+
+@dataclass(frozen=True)
+class TppResult:
+    line: TppLine
+    days: tuple[DayRecord, ...]
+
+    def as_row(self) -> dict[str, Any]:
+        row = asdict(self.line)
+        row["tl"] = list(self.line.tl)
+        row["psw"] = list(self.line.psw)
+        row["cut_pct"] = float(self.line.cut_pct)
+        return row
+
+
+def _employees(client: Any, office: str | None) -> list[EmployeeRow]:
+    sql = ("SELECT nip, name, office_id, tpp_base_idr FROM employees FINAL WHERE deleted = 0"
+           + (" AND office_id = %(office)s" if office else "") + " ORDER BY office_id, nip")
+    return [EmployeeRow(*r) for r in client.execute(sql, {"office": office})]
+
+
+def _times(client: Any, first: date, last: date) -> tuple[dict[tuple[str, date], datetime],
+                                                           dict[tuple[str, date], datetime]]:
+    rows = client.execute(
+        "SELECT nip, local_date, type, min(server_time_ms), max(server_time_ms) "
+        "FROM checkins FINAL WHERE local_date >= %(first)s AND local_date <= %(last)s "
+        "AND verdict IN %(counted)s GROUP BY nip, local_date, type",
+        {"first": first, "last": last, "counted": COUNTED})
+    first_in: dict[tuple[str, date], datetime] = {}
+    last_out: dict[tuple[str, date], datetime] = {}
+    for nip, day, kind, lo, hi in rows:
+        if kind == "IN":
+            first_in[(nip, day)] = datetime.fromtimestamp(lo / 1000, UTC)
+        else:
+            last_out[(nip, day)] = datetime.fromtimestamp(hi / 1000, UTC)
+    return first_in, last_out
+
+
+def _excuses(client: Any, first: date, last: date) -> dict[str, list[Excuse]]:
+    out: dict[str, list[Excuse]] = defaultdict(list)
+    for nip, d1, d2, kind in client.execute(
+            "SELECT nip, date_from, date_to, kind FROM excuses FINAL WHERE deleted = 0 "
+            "AND date_to >= %(first)s AND date_from <= %(last)s", {"first": first, "last": last}):
+        out[nip].append(Excuse(nip, d1, d2, ExcuseKind(kind)))
+    return out
+
+
+def _assess(settings: Settings, first: date, last: date,
+            office: str | None) -> tuple[list[EmployeeRow], dict[str, list[TppResult]]]:
+    """Every employee's TPP result for every month from ``first`` to ``last``."""
+    client = connect(settings.infra)
+    employees = _employees(client, office)
+    first_in, last_out = _times(client, first, last)
+    excuses = _excuses(client, first, last)
+    client.disconnect()
+    cal = WorkCalendar(settings.attendance)
+    by_nip_in: dict[str, dict[date, datetime]] = defaultdict(dict)
+    by_nip_out: dict[str, dict[date, datetime]] = defaultdict(dict)
+    for (nip, day), t in first_in.items():
+        by_nip_in[nip][day] = t
+    for (nip, day), t in last_out.items():
+        by_nip_out[nip][day] = t
+    results: dict[str, list[TppResult]] = defaultdict(list)
+    month = first
+    while month <= last:
+        for e in employees:
+            line, days = tpp_month(e, month.year, month.month, by_nip_in[e.nip],
+                                   by_nip_out[e.nip], excuses.get(e.nip, ()), cal)
+            results[e.nip].append(TppResult(line, days))
+        month = (month.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return employees, results
+
+
+def _store(settings: Settings, month: date, results: list[TppResult],
+           office_of: dict[str, str]) -> None:
+    version = int(datetime.now(UTC).timestamp() * 1000)
+    cal = WorkCalendar(settings.attendance)
+    client = connect(settings.infra)
+    days_in_month = [month.replace(day=d)
+                     for d in range(1, calmod.monthrange(month.year, month.month)[1] + 1)]
+    calendar_rows = []
+    for d in days_in_month:
+        sched = cal.schedule(d)
+        start, end = sched if sched else (None, None)
+        calendar_rows.append((d, int(sched is not None),
+                              start.hour * 60 + start.minute if start else 0,
+                              end.hour * 60 + end.minute if end else 0,
+                              cal.holiday_name(d) or "", version))
+    client.execute("INSERT INTO calendar (date, working, start_minute, end_minute, holiday, "
+                   "version) VALUES", calendar_rows)
+
+    def naive(t: datetime | None) -> datetime | None:
+        return t.astimezone(UTC).replace(tzinfo=None) if t else None
+
+    day_rows = [(d.nip, office_of.get(d.nip, ""), d.date, int(d.working),
+                 d.excuse.value if d.excuse else "", naive(d.first_in), naive(d.last_out),
+                 d.late_min or 0, d.early_min or 0, d.tl_code, d.psw_code, int(d.tk),
+                 int(d.present), float(d.cut_pct), version)
+                for r in results for d in r.days]
+    if day_rows:
+        client.execute("INSERT INTO attendance_daily (nip, office_id, date, working, excuse, "
+                       "first_in, last_out, late_min, early_min, tl_code, psw_code, tk, present, "
+                       "cut_pct, version) VALUES", day_rows)
+    tpp_rows = [(month, r.line.nip, r.line.name, r.line.office_id, r.line.working_days,
+                 r.line.present_days, r.line.excused_days, r.line.tk_days, *r.line.tl,
+                 *r.line.psw, float(r.line.cut_pct), r.line.tpp_base_idr, r.line.tpp_cut_idr,
+                 r.line.tpp_paid_idr, version) for r in results]
+    if tpp_rows:
+        client.execute("INSERT INTO tpp_monthly (month, nip, name, office_id, working_days, "
+                       "present_days, excused_days, tk_days, tl1, tl2, tl3, tl4, psw1, psw2, "
+                       "psw3, psw4, cut_pct, tpp_base_idr, tpp_cut_idr, tpp_paid_idr, version) "
+                       "VALUES", tpp_rows)
+    client.disconnect()
+
+
+def tpp(settings: Settings, month: date, office: str | None = None,
+        store: bool = True) -> list[TppResult]:
+    """The month's TPP line per ASN (stored for dashboards unless ``store`` is False)."""
+    last = month.replace(day=calmod.monthrange(month.year, month.month)[1])
+    employees, results = _assess(settings, month, last, office)
+    out = [results[e.nip][0] for e in employees]
+    if store:
+        _store(settings, month, out, {e.nip: e.office_id for e in employees})
+    return out
+
+
+def discipline(settings: Settings, year: int, office: str | None = None) -> list[dict[str, Any]]:
+    """TK days of the calendar year per ASN and the PP 94/2021 level reached.
+
+    Only days Hadir has data for count: from the first month with any check-in to the last day
+    with one, so months before Hadir was introduced do not read as absence."""
+    client = connect(settings.infra)
+    (lo, hi), = client.execute(
+        "SELECT min(local_date), max(local_date) FROM checkins "
+        "WHERE toYear(local_date) = %(year)s", {"year": year})
+    client.disconnect()
+    if lo is None or lo.year != year:
+        return []
+    employees, results = _assess(settings, lo.replace(day=1), hi.replace(day=1), office)
+    rows = []
+    for e in employees:
+        days = [d for r in results[e.nip] for d in r.days if d.date <= hi]
+        tk = sum(d.tk for d in days)
+        streak = longest_tk_streak(days)
+        level = discipline_level(tk, streak, settings.attendance)
+        rows.append({"nip": e.nip, "name": e.name, "office_id": e.office_id, "tk_days": tk,
+                     "longest_tk_streak": streak, "level": level.level, "code": level.code,
+                     "description": level.description_en})
+    rows.sort(key=lambda r: (-r["tk_days"], r["nip"]))
+    return rows

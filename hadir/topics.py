@@ -1,0 +1,68 @@
+"""Every Kafka topic Hadir uses: name, key, value schema, partitions, cleanup policy.
+
+External contract (DESIGN.md): raw check-ins, verdicts, fraud alerts, dead letters. Reference
+data travels on compacted topics keyed by its natural key, so a new worker rebuilds its tables
+by reading them from the start and an update (a new office polygon, a re-enrolled face) is just
+a newer record under the same key. Internal topics carry a check-in between stages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hadir.config import InfraSettings
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    schema: str  # file name in schemas/ without .avsc
+    key: str  # what the record key holds, for people
+    compacted: bool = False
+    raw: bool = False  # the topic the face stage scales on: gets raw_partitions
+
+
+RAW = Topic("hadir.checkins.raw", "CheckinSubmitted", "NIP", raw=True)
+VERDICTS = Topic("hadir.checkins.verdicts", "CheckinVerdict", "NIP")
+ALERTS = Topic("hadir.fraud.alerts", "FraudAlert", "NIP")
+DLQ = Topic("hadir.checkins.dlq", "DeadLetter", "none")
+EMPLOYEES = Topic("hadir.ref.employees", "Employee", "NIP", compacted=True)
+OFFICES = Topic("hadir.ref.offices", "Office", "office_id", compacted=True)
+FACES = Topic("hadir.ref.faces", "FaceTemplate", "NIP", compacted=True)
+EXCUSES = Topic("hadir.ref.excuses", "Excuse", "nip|date_from|kind", compacted=True)
+FACED = Topic("hadir.internal.faced", "CheckinInProgress", "NIP")
+BY_DEVICE = Topic("hadir.internal.bydevice", "CheckinInProgress", "device_id")
+SELFIES = Topic("hadir.internal.selfies", "SelfieHash", "index entry", compacted=True)
+
+ALL: tuple[Topic, ...] = (RAW, VERDICTS, ALERTS, DLQ, EMPLOYEES, OFFICES, FACES, EXCUSES, FACED,
+                          BY_DEVICE, SELFIES)
+REFERENCE: tuple[Topic, ...] = (EMPLOYEES, OFFICES, FACES, EXCUSES)
+
+
+def partitions(topic: Topic, infra: InfraSettings) -> int:
+    if topic.raw or topic in (FACED,):
+        return infra.raw_partitions
+    return infra.partitions
+
+
+def create_all(infra: InfraSettings, timeout: float = 30.0) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": infra.bootstrap})
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    new = [
+        NewTopic(t.name, num_partitions=partitions(t, infra), replication_factor=1,
+                 config={"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
+                 if t.compacted else {"retention.ms": str(7 * 24 * 3600 * 1000)})
+        for t in ALL if t.name not in existing
+    ]
+    if not new:
+        return []
+    for future in admin.create_topics(new, operation_timeout=timeout).values():
+        try:
+            future.result()
+        except Exception as exc:  # TOPIC_ALREADY_EXISTS from a concurrent creator is fine
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+    return [t.topic for t in new]

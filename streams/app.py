@@ -1,0 +1,214 @@
+"""The faust apps: topics, tables and agents that wire the processors together.
+
+Two apps, so the expensive face stage scales apart from the rest (README: "Topology")::
+
+    hadir.checkins.raw (key NIP) --[intake: decode, GPS sanity, face]--> hadir.internal.faced
+    hadir.internal.faced (key NIP) --[person: geofence, travel, skew]--> hadir.internal.bydevice
+    hadir.internal.bydevice (key device) --[device: shared device, verdict]--> verdicts, alerts
+    anything that cannot be processed --> hadir.checkins.dlq
+
+Each agent takes a batch of events, computes every output, waits until Kafka has acknowledged
+the outputs, and only then writes its table: after a crash a re-delivered event is recomputed
+from the same state (same output), and a duplicate event id is dropped only once its output is
+known to be out. faust commits the input offsets after the batch (at least once); the ClickHouse
+sink is idempotent on event_id, so nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import faust
+
+from hadir import topics
+from hadir.config import Settings
+from hadir.serde import AvroCodec, Registry, SerdeError
+from processors.attendance import Excuse, ExcuseKind
+from processors.events import InvalidCheckin
+from processors.geo import GeofenceError, Geofences, office_from_feature
+from streams.core import Reference, device_step, person_step, seen
+from streams.records import dead_letter
+from streams.reference import ReferenceFollower
+
+log = logging.getLogger("hadir.streams")
+
+BATCH = 500
+BATCH_WAIT_S = 0.02
+
+
+def new_app(name: str, settings: Settings) -> faust.App:
+    return faust.App(
+        name,
+        broker=f"kafka://{settings.infra.bootstrap}",
+        store="memory://",  # tables are rebuilt from their changelog topics at start
+        web_enabled=False,
+        topic_replication_factor=1,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=0.5,
+        producer_linger=0.005,
+        stream_wait_empty=False,
+        table_standby_replicas=0,
+        datadir=str(settings.infra.home_path / "workers" / name),
+    )
+
+
+def raw_topic(app: faust.App, topic: topics.Topic) -> Any:
+    """Values stay bytes in faust: Hadir's own codecs decode them, so a bad record becomes a
+    dead letter instead of a crashed agent."""
+    return app.topic(topic.name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                     value_serializer="raw")
+
+
+class DeadLetters:
+    def __init__(self, app: faust.App, registry: Registry, stage: str) -> None:
+        self.topic = raw_topic(app, topics.DLQ)
+        self.codec = AvroCodec(topics.DLQ, registry)
+        self.stage = stage
+
+    async def send(self, event: Any, error: str) -> Any:
+        m = event.message
+        log.warning("dead letter %s[%d]@%d: %s", m.topic, m.partition, m.offset, error)
+        record = dead_letter(m.topic, m.partition, m.offset, m.key, m.value, error, self.stage)
+        return await self.topic.send(value=self.codec.encode(record))
+
+
+async def send_all(sends: list[Awaitable[Any]]) -> None:
+    """Wait until Kafka acknowledged every output of a batch."""
+    futures = [await s for s in sends]
+    await asyncio.gather(*futures)
+
+
+def build_core_app(settings: Settings) -> faust.App:
+    """The person and device stages, with their tables and the reference data they follow."""
+    app = new_app("hadir-core", settings)
+    registry = Registry(settings.infra.registry)
+    progress = AvroCodec(topics.FACED, registry)
+    verdict_codec = AvroCodec(topics.VERDICTS, registry)
+    alert_codec = AvroCodec(topics.ALERTS, registry)
+    dlq = DeadLetters(app, registry, "core")
+    faced, by_device = raw_topic(app, topics.FACED), raw_topic(app, topics.BY_DEVICE)
+    verdicts, alerts = raw_topic(app, topics.VERDICTS), raw_topic(app, topics.ALERTS)
+    tz = ZoneInfo(settings.attendance.timezone)
+
+    # Keys are the raw key bytes and the changelog is partitioned like the input topic, so each
+    # worker restores exactly the state of the partitions it owns.
+    state_schema = faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json")
+    person_state = app.Table("person-state", default=None, schema=state_schema,
+                             partitions=topics.partitions(topics.FACED, settings.infra),
+                             use_partitioner=True)
+    device_state = app.Table("device-state", default=None, schema=state_schema,
+                             partitions=topics.partitions(topics.BY_DEVICE, settings.infra),
+                             use_partitioner=True)
+
+    ref = Reference(Geofences(policy=settings.geo))
+    follower = ReferenceFollower(settings.infra.bootstrap, {
+        t.name: AvroCodec(t, registry) for t in (topics.EMPLOYEES, topics.OFFICES, topics.EXCUSES)
+    }, {
+        topics.EMPLOYEES.name: lambda k, v: _employee(ref, k, v),
+        topics.OFFICES.name: lambda k, v: _office(ref, k, v),
+        topics.EXCUSES.name: lambda k, v: _excuse(ref, k, v),
+    })
+
+    @app.task
+    async def follow_reference() -> None:
+        await follower.run()
+
+    def needs_catch_up(record: dict[str, Any]) -> bool:
+        employee = ref.employees.get(record["nip"])
+        return employee is None or employee["office_id"] not in ref.geofences
+
+    @app.agent(faced)
+    async def person(stream: Any) -> None:
+        await follower.ready.wait()
+        async for events in stream.take_events(BATCH, within=BATCH_WAIT_S):
+            overlay: dict[bytes, Any] = {}
+            sends: list[Awaitable[Any]] = []
+            for event in events:
+                try:
+                    record = progress.decode(event.value)
+                    key = record["nip"].encode()
+                    state = overlay[key] if key in overlay else person_state.get(key)
+                    if seen(state, record["event_id"]):
+                        continue
+                    if needs_catch_up(record):
+                        await follower.catch_up()
+                    record, overlay[key] = person_step(record, state, ref, settings.geo,
+                                                       settings.fraud, tz)
+                    sends.append(by_device.send(key=record["device_id"].encode(),
+                                                value=progress.encode(record)))
+                except (SerdeError, InvalidCheckin, KeyError, ValueError) as exc:
+                    sends.append(dlq.send(event, f"{type(exc).__name__}: {exc}"))
+            await send_all(sends)
+            for key, state in overlay.items():
+                person_state[key] = state
+
+    @app.agent(by_device)
+    async def device(stream: Any) -> None:
+        async for events in stream.take_events(BATCH, within=BATCH_WAIT_S):
+            overlay: dict[bytes, Any] = {}
+            sends: list[Awaitable[Any]] = []
+            now = datetime.now(UTC)
+            for event in events:
+                try:
+                    record = progress.decode(event.value)
+                    key = record["device_id"].encode()
+                    state = overlay[key] if key in overlay else device_state.get(key)
+                    if seen(state, record["event_id"]):
+                        continue
+                    decision, revised, overlay[key] = device_step(record, state,
+                                                                  settings.fraud, now)
+                    for verdict, raised in (decision, *revised):
+                        nip = verdict["nip"].encode()
+                        sends.append(verdicts.send(key=nip,
+                                                   value=verdict_codec.encode(verdict)))
+                        sends.extend(alerts.send(key=nip, value=alert_codec.encode(a))
+                                     for a in raised)
+                except (SerdeError, InvalidCheckin, KeyError, ValueError) as exc:
+                    sends.append(dlq.send(event, f"{type(exc).__name__}: {exc}"))
+            await send_all(sends)
+            for key, state in overlay.items():
+                device_state[key] = state
+
+    return app
+
+
+def _employee(ref: Reference, key: bytes | None, value: dict[str, Any] | None) -> None:
+    nip = (key or b"").decode()
+    if value is None:
+        ref.employees.pop(nip, None)
+    else:
+        ref.employees[value["nip"]] = value
+
+
+def _office(ref: Reference, key: bytes | None, value: dict[str, Any] | None) -> None:
+    if value is None:
+        ref.geofences.remove((key or b"").decode())
+        return
+    import json
+
+    feature = {"type": "Feature", "geometry": json.loads(value["geometry"]),
+               "properties": {"office_id": value["office_id"], "name": value["name"]}}
+    try:
+        ref.geofences.update(office_from_feature(feature))
+    except GeofenceError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _excuse(ref: Reference, key: bytes | None, value: dict[str, Any] | None) -> None:
+    nip, date_from, kind = (key or b"||").decode().split("|")
+    kept = [e for e in ref.excuses.get(nip, [])
+            if not (e.date_from.isoformat() == date_from and e.kind.value == kind)]
+    if value is not None:
+        kept.append(Excuse(value["nip"], datetime.fromisoformat(value["date_from"]).date(),
+                           datetime.fromisoformat(value["date_to"]).date(),
+                           ExcuseKind(value["kind"])))
+    ref.excuses[nip] = kept
+
+
+Builder = Callable[[Settings], faust.App]

@@ -1,0 +1,164 @@
+"""The person and device steps of the pipeline, as plain code the faust agents call.
+
+Person step (state per NIP, input keyed by NIP): duplicate event ids, unknown employee, geofence
+(skipped on a DINAS_LUAR day: official duty elsewhere), impossible travel, clock skew.
+Device step (state per device_id, input repartitioned by device): shared device, then the
+verdict and its alerts.
+
+State values are JSON-able dicts so faust tables can hold them. Each step returns the new state
+and the caller stores it *after* its output was sent: a crash in between re-runs the step from
+the old state and produces the same output, and a duplicate event id is dropped only once its
+output is known to be out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from processors import fraud, geo
+from processors.attendance import Excuse, ExcuseKind, excuse_on
+from processors.events import Finding, Reason
+from processors.fraud import DeviceHistory, DeviceUse, FraudPolicy
+from processors.geo import Fix, Geofences, GeoPolicy
+from streams.records import (
+    add_findings,
+    alert_records,
+    checkin_from_progress,
+    findings_of,
+    verdict_record,
+)
+
+RECENT_EVENTS = 64  # per NIP / per device: enough to catch re-sent events
+
+
+def _ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def _at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+@dataclass
+class Reference:
+    """What the person step needs to know, kept current by streams.reference."""
+
+    geofences: Geofences
+    employees: dict[str, dict[str, Any]] = field(default_factory=dict)
+    excuses: dict[str, list[Excuse]] = field(default_factory=dict)
+
+    def excuse_on(self, nip: str, day: date) -> ExcuseKind | None:
+        return excuse_on(self.excuses.get(nip, ()), day)
+
+
+def seen(state: dict[str, Any] | None, event_id: str) -> bool:
+    return state is not None and event_id in state.get("recent", ())
+
+
+def _remember(state: dict[str, Any] | None, event_id: str) -> list[str]:
+    recent = list(state.get("recent", ())) if state else []
+    recent.append(event_id)
+    return recent[-RECENT_EVENTS:]
+
+
+# Fixes from these check-ins are not where the person was, so they never become the
+# "previous fix" that impossible travel compares against.
+_UNTRUSTED_FIX = {Reason.MOCK_LOCATION.value, Reason.IMPOSSIBLE_TRAVEL.value}
+
+
+def person_step(record: dict[str, Any], state: dict[str, Any] | None, ref: Reference,
+                geo_policy: GeoPolicy, fraud_policy: FraudPolicy,
+                tz: ZoneInfo) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Adds the person findings to ``record`` (in place) and returns it with the new state."""
+    checkin = checkin_from_progress(record)
+    found: list[Finding] = []
+    employee = ref.employees.get(checkin.nip)
+    if employee is None:
+        found.append(fraud.unknown_employee(checkin.nip))
+    else:
+        record["office_id"] = employee["office_id"]
+        local_day = checkin.server_time.astimezone(tz).date()
+        excuse = ref.excuse_on(checkin.nip, local_day)
+        if employee["office_id"] in ref.geofences:
+            where = ref.geofences.locate(employee["office_id"], checkin.lat, checkin.lon)
+            record["h3_cell"] = where.h3_cell
+            record["distance_m"] = where.distance_m
+            if not where.inside and excuse is not ExcuseKind.DINAS_LUAR:
+                found.append(Finding(Reason.OUTSIDE_GEOFENCE, {
+                    "office_id": employee["office_id"], "distance_m": round(where.distance_m, 1),
+                    "tolerance_m": geo_policy.geofence_tolerance_m}))
+        else:
+            record["h3_cell"] = geo.h3_cell(checkin.lat, checkin.lon, geo_policy.h3_resolution)
+            found.append(Finding(Reason.OUTSIDE_GEOFENCE, {
+                "office_id": employee["office_id"], "error": "office has no geofence"}))
+    prev = None
+    if state and state.get("fix"):
+        f = state["fix"]
+        prev = Fix(f["lat"], f["lon"], f["accuracy_m"], _at(f["at"]), f["event_id"])
+    current = Fix.from_checkin(checkin)
+    jump = geo.impossible_travel(prev, current, geo_policy)
+    if jump:
+        found.append(jump)
+    skew = fraud.clock_skew(checkin, fraud_policy)
+    if skew:
+        found.append(skew)
+    add_findings(record, found)
+    reasons = {f["reason"] for f in record["findings"]}
+    keep_fix = state.get("fix") if state else None
+    if not reasons & _UNTRUSTED_FIX:
+        keep_fix = {"lat": current.lat, "lon": current.lon, "accuracy_m": current.accuracy_m,
+                    "at": _ms(current.at), "event_id": current.event_id}
+    return record, {"fix": keep_fix, "recent": _remember(state, checkin.event_id)}
+
+
+def _stored(record: dict[str, Any]) -> dict[str, Any]:
+    """An in-progress record as JSON for the device table (times as epoch milliseconds)."""
+    out = dict(record)
+    out["server_time"] = _ms(record["server_time"])
+    out["client_time"] = _ms(record["client_time"]) if record["client_time"] else None
+    return out
+
+
+def _loaded(stored: dict[str, Any]) -> dict[str, Any]:
+    out = dict(stored)
+    out["server_time"] = _at(stored["server_time"])
+    out["client_time"] = _at(stored["client_time"]) if stored["client_time"] else None
+    return out
+
+
+Decision = tuple[dict[str, Any], list[dict[str, Any]]]  # a verdict and its alerts
+
+
+def device_step(record: dict[str, Any], state: dict[str, Any] | None,
+                fraud_policy: FraudPolicy,
+                now: datetime) -> tuple[Decision, list[Decision], dict[str, Any]]:
+    """Shared-device check, then the verdict and its alerts. Also returns revised decisions
+    for check-ins already decided that this one shows were on a shared device (they were
+    processed before it although made after it), each with only its new alert."""
+    checkin = checkin_from_progress(record)
+    uses = (state or {}).get("uses", ())
+    stored = {u[2]: u[4] for u in uses}
+    history = DeviceHistory(tuple(DeviceUse(u[0], _at(u[1]), u[2], u[3]) for u in uses))
+    finding, later, history = fraud.shared_device(history, checkin, fraud_policy)
+    if finding:
+        add_findings(record, [finding])
+    decision = (verdict_record(record, fraud.decide(findings_of(record), fraud_policy), now),
+                alert_records(record, fraud_policy, now))
+    stored[checkin.event_id] = _stored(record)
+    revised: list[Decision] = []
+    revised_at = now + timedelta(milliseconds=1)  # a revision is newer than what it revises
+    for use, late_finding in later:
+        earlier = _loaded(stored[use.event_id])
+        add_findings(earlier, [late_finding])
+        stored[use.event_id] = _stored(earlier)
+        alerts = [a for a in alert_records(earlier, fraud_policy, revised_at)
+                  if a["rule"] == Reason.SHARED_DEVICE.value]
+        revised.append((verdict_record(earlier, fraud.decide(findings_of(earlier),
+                                                             fraud_policy), revised_at), alerts))
+    new_state = {"uses": [[u.nip, _ms(u.at), u.event_id, u.flagged, stored[u.event_id]]
+                          for u in history.uses],
+                 "recent": _remember(state, checkin.event_id)}
+    return decision, revised, new_state

@@ -1,0 +1,179 @@
+"""The intake stage, the expensive one: decode the raw check-in, check the GPS fix, verify the
+selfie (face, liveness, replay), and hand the check-in (without its selfie) to the person stage.
+
+It holds no per-key state, so any number of intake workers share hadir.checkins.raw's
+partitions. What they share is reference data (face templates) and the selfie replay index,
+both followed from compacted topics by every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Iterator, MutableMapping
+from typing import Any
+
+import faust
+import numpy as np
+
+from hadir import faces, topics
+from hadir.config import Settings
+from hadir.serde import AvroCodec, Registry, SerdeError
+from processors import geo
+from processors.events import Checkin, Finding, InvalidCheckin, Reason
+from processors.face import FaceResult, ReplayIndex, TemplateError, decode_image
+from streams.app import DeadLetters, new_app, raw_topic, send_all
+from streams.records import checkin_from_raw, in_progress
+from streams.reference import ReferenceFollower
+
+log = logging.getLogger("hadir.intake")
+
+BATCH = 16  # selfies verified together (the recognizer runs batched)
+BATCH_WAIT_S = 0.02
+
+
+class SharedStore(MutableMapping[str, str]):
+    """The replay index's map, shared by every intake worker through a compacted topic: local
+    writes are published, other workers' writes arrive through :meth:`merge`. Hash lists of a
+    band only grow, so merging is a set union and no worker's entry is lost."""
+
+    def __init__(self, publish: Any) -> None:
+        self.data: dict[str, str] = {}
+        self.publish = publish
+
+    def merge(self, entry: str, value: str) -> None:
+        if entry.startswith("h:"):
+            self.data.setdefault(entry, value)
+        else:
+            mine = self.data.get(entry, "").split()
+            self.data[entry] = " ".join(dict.fromkeys([*mine, *value.split()]))
+
+    def __getitem__(self, key: str) -> str:
+        return self.data[key]
+
+    def __setitem__(self, key: str, value: str) -> None:
+        self.data[key] = value
+        self.publish(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        del self.data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def build_intake_app(settings: Settings) -> faust.App:
+    app = new_app("hadir-intake", settings)
+    registry = Registry(settings.infra.registry)
+    raw_codec = AvroCodec(topics.RAW, registry)
+    progress = AvroCodec(topics.FACED, registry)
+    selfie_codec = AvroCodec(topics.SELFIES, registry)
+    dlq = DeadLetters(app, registry, "intake")
+    raw, faced = raw_topic(app, topics.RAW), raw_topic(app, topics.FACED)
+    selfies = raw_topic(app, topics.SELFIES)
+
+    verifier = faces.verifier(settings)
+    cipher = verifier.cipher(faces.template_key(settings))
+    if not verifier.liveness_enabled:
+        log.warning("liveness check is off: no anti-spoofing model pack configured "
+                    "(HADIR_FACE_LIVENESS_DIR); SPOOF is never raised")
+    templates: dict[str, np.ndarray] = {}
+    pending: list[Awaitable[Any]] = []
+    store = SharedStore(lambda k, v: pending.append(selfies.send(
+        key=k.encode(), value=selfie_codec.encode({"entry": k, "value": v}))))
+    replay = ReplayIndex(store, settings.face.replay_max_hamming)
+
+    def on_template(key: bytes | None, value: dict[str, Any] | None) -> None:
+        nip = (key or b"").decode()
+        if value is None:
+            templates.pop(nip, None)
+            return
+        try:
+            templates[value["nip"]] = cipher.open(value["sealed"]).embedding
+        except TemplateError as exc:
+            # Enrolled with another pack or key: the ASN must be re-enrolled; until then their
+            # check-ins say NO_TEMPLATE for a person to handle.
+            templates.pop(value["nip"], None)
+            log.error("face template of %s cannot be used: %s", value["nip"], exc)
+
+    def on_selfie(_key: bytes | None, value: dict[str, Any] | None) -> None:
+        if value is not None:
+            store.merge(value["entry"], value["value"])
+
+    follower = ReferenceFollower(settings.infra.bootstrap, {
+        topics.FACES.name: AvroCodec(topics.FACES, registry),
+        topics.SELFIES.name: selfie_codec,
+    }, {topics.FACES.name: on_template, topics.SELFIES.name: on_selfie})
+
+    @app.task
+    async def follow_reference() -> None:
+        await follower.run()
+
+    def judge(items: list[tuple[Checkin, np.ndarray | None]]
+              ) -> list[FaceResult | InvalidCheckin | str]:
+        """Face results (or a phash alone where there is no template), off the event loop."""
+        with_template = [(c.selfie, t) for c, t in items if t is not None]
+        verified = iter(verifier.verify_many(with_template))  # type: ignore[arg-type]
+        out: list[FaceResult | InvalidCheckin | str] = []
+        for c, t in items:
+            if t is not None:
+                out.append(next(verified))
+                continue
+            try:
+                out.append(decode_image(c.selfie or b"",
+                                        max_pixels=settings.face.max_pixels).phash)
+            except InvalidCheckin as exc:
+                out.append(exc)
+        return out
+
+    @app.agent(raw)
+    async def intake(stream: Any) -> None:
+        await follower.ready.wait()
+        loop = asyncio.get_running_loop()
+        async for events in stream.take_events(BATCH, within=BATCH_WAIT_S):
+            sends: list[Awaitable[Any]] = []
+            checked: list[tuple[Any, Checkin, list[Finding]]] = []
+            for event in events:
+                try:
+                    checkin = checkin_from_raw(raw_codec.decode(event.value))
+                    found = geo.check_fix(checkin, settings.geo)
+                except (SerdeError, InvalidCheckin) as exc:
+                    sends.append(dlq.send(event, f"{type(exc).__name__}: {exc}"))
+                    continue
+                checked.append((event, checkin, found))
+            if any(c.selfie and c.nip not in templates for _, c, _ in checked):
+                await follower.catch_up()
+            with_selfie = [(c, templates.get(c.nip)) for _, c, _ in checked if c.selfie]
+            results = iter(await loop.run_in_executor(None, judge, with_selfie))
+            for event, checkin, found in checked:
+                similarity = spoof = None
+                if checkin.selfie is None:
+                    found.append(Finding(Reason.NO_SELFIE, {}))
+                else:
+                    result = next(results)
+                    if isinstance(result, InvalidCheckin):
+                        sends.append(dlq.send(event, f"selfie: {result}"))
+                        continue
+                    if isinstance(result, str):
+                        phash = result
+                        found.append(Finding(Reason.NO_TEMPLATE, {"nip": checkin.nip}))
+                    else:
+                        phash = result.phash
+                        similarity, spoof = result.similarity, result.spoof_score
+                        found.extend(result.findings)
+                    again = replay.check_and_add(phash, checkin.event_id, checkin.nip)
+                    if again:
+                        found.append(again)
+                m = event.message
+                record = in_progress(checkin, found, similarity=similarity, spoof=spoof,
+                                     source=f"{m.topic}[{m.partition}]@{m.offset}")
+                sends.append(faced.send(key=checkin.nip.encode(),
+                                        value=progress.encode(record)))
+            sends.extend(pending)
+            pending.clear()
+            await send_all(sends)
+
+    return app

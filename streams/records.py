@@ -1,0 +1,96 @@
+"""Between Avro records (dicts, as the codecs give them) and the processors' dataclasses."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from processors.events import Checkin, CheckinType, Finding, InvalidCheckin, Reason, Verdict
+from processors.fraud import FraudPolicy, alert_id, severity
+
+
+def evidence_json(evidence: dict[str, object]) -> str:
+    return json.dumps(evidence, sort_keys=True, default=str, ensure_ascii=False)
+
+
+def checkin_from_raw(r: dict[str, Any]) -> Checkin:
+    try:
+        return Checkin(
+            event_id=r["event_id"], nip=r["nip"].strip(), device_id=r["device_id"],
+            type=CheckinType(r["type"]), server_time=r["server_time"],
+            client_time=r.get("client_time"), lat=r["lat"], lon=r["lon"],
+            accuracy_m=r.get("accuracy_m"), mock_location=bool(r.get("mock_location")),
+            selfie=r.get("selfie"), app_version=r.get("app_version") or "",
+        )
+    except (KeyError, ValueError, AttributeError) as exc:
+        raise InvalidCheckin(f"malformed check-in: {type(exc).__name__}: {exc}") from None
+
+
+def in_progress(c: Checkin, findings: list[Finding], *, similarity: float | None = None,
+                spoof: float | None = None, source: str = "") -> dict[str, Any]:
+    return {
+        "event_id": c.event_id, "nip": c.nip, "device_id": c.device_id, "type": c.type.value,
+        "server_time": c.server_time, "client_time": c.client_time, "lat": c.lat, "lon": c.lon,
+        "accuracy_m": c.accuracy_m, "mock_location": c.mock_location,
+        "app_version": c.app_version, "has_selfie": c.selfie is not None,
+        "face_similarity": similarity, "spoof_score": spoof, "office_id": "", "h3_cell": "",
+        "distance_m": None, "source_offset": source,
+        "findings": [{"reason": f.reason.value, "evidence": evidence_json(f.evidence)}
+                     for f in findings],
+    }
+
+
+def checkin_from_progress(r: dict[str, Any]) -> Checkin:
+    return Checkin(
+        event_id=r["event_id"], nip=r["nip"], device_id=r["device_id"],
+        type=CheckinType(r["type"]), server_time=r["server_time"],
+        client_time=r["client_time"], lat=r["lat"], lon=r["lon"], accuracy_m=r["accuracy_m"],
+        mock_location=r["mock_location"], selfie=None, app_version=r["app_version"],
+    )
+
+
+def findings_of(r: dict[str, Any]) -> list[Finding]:
+    return [Finding(Reason(f["reason"]), json.loads(f["evidence"])) for f in r["findings"]]
+
+
+def add_findings(r: dict[str, Any], findings: list[Finding]) -> None:
+    r["findings"] = [*r["findings"], *(
+        {"reason": f.reason.value, "evidence": evidence_json(f.evidence)} for f in findings)]
+
+
+def verdict_record(r: dict[str, Any], verdict: Verdict, now: datetime) -> dict[str, Any]:
+    reasons = list(dict.fromkeys(f["reason"] for f in r["findings"]))
+    return {
+        "event_id": r["event_id"], "nip": r["nip"], "device_id": r["device_id"],
+        "office_id": r["office_id"], "type": r["type"], "server_time": r["server_time"],
+        "client_time": r["client_time"], "verdict": verdict.value, "reasons": reasons,
+        "face_similarity": r["face_similarity"], "spoof_score": r["spoof_score"],
+        "h3_cell": r["h3_cell"], "distance_m": r["distance_m"], "lat": r["lat"],
+        "lon": r["lon"], "accuracy_m": r["accuracy_m"], "decided_at": now,
+    }
+
+
+def alert_records(r: dict[str, Any], policy: FraudPolicy, now: datetime) -> list[dict[str, Any]]:
+    """One alert per REJECTED or REVIEW reason (DESIGN.md)."""
+    out = []
+    seen: set[Reason] = set()
+    for f in findings_of(r):
+        level = severity(f.reason, policy)
+        if level is Verdict.ACCEPTED or f.reason in seen:
+            continue
+        seen.add(f.reason)
+        out.append({
+            "alert_id": alert_id(r["event_id"], f.reason), "event_id": r["event_id"],
+            "nip": r["nip"], "device_id": r["device_id"], "office_id": r["office_id"],
+            "rule": f.reason.value, "severity": level.value, "server_time": r["server_time"],
+            "detected_at": now, "evidence": evidence_json(f.evidence),
+        })
+    return out
+
+
+def dead_letter(topic: str, partition: int, offset: int, key: bytes | None,
+                value: bytes | None, error: str, stage: str) -> dict[str, Any]:
+    return {"source_topic": topic, "source_partition": partition, "source_offset": offset,
+            "key": key, "value": value, "error": error, "stage": stage,
+            "failed_at": datetime.now(UTC)}

@@ -1,0 +1,55 @@
+"""One worker process: ``python -m streams.worker ROLE``, ROLE one of intake, core, sink.
+
+``hadir run`` starts and supervises these (hadir/workers.py); run by hand for debugging.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+from hadir import config
+
+ROLES = ("intake", "core", "sink")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] not in ROLES:
+        print(f"usage: python -m streams.worker {{{','.join(ROLES)}}}", file=sys.stderr)
+        return 2
+    role = args[0]
+    settings = config.load()
+    logging.basicConfig(level=logging.INFO,
+                        format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s")
+    if role == "sink":
+        from sinks.clickhouse import ClickHouseSink
+
+        sink = ClickHouseSink(settings)
+
+        def stop(_sig: int, _frame: object) -> None:
+            sink.stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        sink.run()
+        return 0
+
+    import faust
+
+    if role == "intake":
+        from streams.intake import build_intake_app
+
+        app = build_intake_app(settings)
+    else:
+        from streams.app import build_core_app
+
+        app = build_core_app(settings)
+    worker = faust.Worker(app, loglevel="WARNING", console_port=0)
+    worker.execute_from_commandline()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

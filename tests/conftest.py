@@ -1,0 +1,47 @@
+"""Shared fixtures. Tests that need services get the real ones: ``stack`` starts Kafka, the
+schema registry and ClickHouse (via ``hadir infra up``) in a state folder of their own, on ports
+of their own, so a developer's running stack is never touched."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+FACES = SHARED / "faces" / "deepface"
+
+TEST_ENV = {
+    "HADIR_INFRA_HOME": str(REPO / ".hadir-test"),
+    "HADIR_INFRA_KAFKA_PORT": "19092",
+    "HADIR_INFRA_KAFKA_CONTROLLER_PORT": "19093",
+    "HADIR_INFRA_REGISTRY_PORT": "18081",
+    "HADIR_INFRA_CLICKHOUSE_PORT": "19000",
+    "HADIR_INFRA_CLICKHOUSE_HTTP_PORT": "18123",
+    "HADIR_INFRA_CLICKHOUSE_DATABASE": "hadir_test",
+    "HADIR_SINK_BATCH_SECONDS": "0.2",
+}
+
+
+@pytest.fixture(scope="session")
+def settings():  # type: ignore[no-untyped-def]
+    from hadir import config
+
+    os.environ.update(TEST_ENV)  # worker subprocesses inherit these
+    return config.load()
+
+
+@pytest.fixture(scope="session")
+def stack(settings) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    from hadir.infra import stack as infra_stack
+
+    infra_stack.up(settings, progress=False)
+    yield settings
+    if not os.environ.get("HADIR_TEST_KEEP_STACK"):
+        from hadir import workers
+
+        workers.stop(settings)
+        infra_stack.down(settings)
