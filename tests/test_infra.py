@@ -128,9 +128,10 @@ def test_broker_restart_keeps_data(stack) -> None:  # type: ignore[no-untyped-de
     from confluent_kafka import Consumer, Producer, TopicPartition
 
     key = str(uuid.uuid4()).encode()
+    topic = "hadir.test.restart"  # auto-created; keeps Hadir's own topics clean
     p = Producer({"bootstrap.servers": stack.infra.bootstrap})
     out = []
-    p.produce(topics.DLQ.name, key=key, value=b"survives a restart",
+    p.produce(topic, key=key, value=b"survives a restart",
               on_delivery=lambda e, m: out.append(m))
     p.flush(10)
     broker = KafkaBroker(stack.infra)
@@ -141,7 +142,7 @@ def test_broker_restart_keeps_data(stack) -> None:  # type: ignore[no-untyped-de
     assert broker.process.pid() != pid
     c = Consumer({"bootstrap.servers": stack.infra.bootstrap, "group.id": "restart-test",
                   "enable.auto.commit": False})
-    c.assign([TopicPartition(topics.DLQ.name, out[0].partition(), out[0].offset())])
+    c.assign([TopicPartition(topic, out[0].partition(), out[0].offset())])
     msg = c.poll(15)
     c.close()
     assert msg is not None and msg.key() == key and msg.value() == b"survives a restart"

@@ -1,0 +1,179 @@
+"""Helpers for tests that drive the real pipeline: publish crafted check-ins and reference
+data on the test stack, wait for what comes out in ClickHouse and on the dead-letter topic."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from hadir import faces, topics
+from hadir.config import Settings
+from hadir.generate import FreshShots, SelfieCamera, load_photo
+from hadir.serde import AvroCodec, Registry
+from sinks.clickhouse import connect
+
+FACES_DIR = Path(__file__).resolve().parents[2] / "shared" / "faces" / "deepface"
+KOBA = (-2.48600, 106.41000)  # office centre used by the pipeline tests
+OFFICE = {"type": "Polygon", "coordinates": [[
+    [106.40960, -2.48640], [106.41040, -2.48640], [106.41040, -2.48560],
+    [106.40960, -2.48560], [106.40960, -2.48640]]]}
+
+
+def jpeg(path: Path, size: int = 480) -> bytes:
+    """The photo as a phone would upload it (the same bytes every time: use for enrollment
+    and for deliberate replays)."""
+    ok, data = cv2.imencode(".jpg", load_photo(path, size))
+    assert ok
+    return data.tobytes()
+
+
+_CAMERA = FreshShots(SelfieCamera(np.random.default_rng(11)))
+
+
+def selfie(path: Path) -> bytes:
+    """A fresh selfie of the person in ``path``, never a near-copy of an earlier one."""
+    return _CAMERA.shoot(load_photo(path))
+
+
+_RNG = random.Random()
+
+
+def new_nip() -> str:
+    """A fresh 18-digit NIP: birth date, appointment month, sex, sequence."""
+    r = _RNG
+    return f"19{r.randrange(60, 99)}0101{r.randrange(2000, 2024)}011{r.randrange(1000):03d}"
+
+
+class Pipeline:
+    """The test stack with workers running; publishes and waits."""
+
+    def __init__(self, settings: Settings) -> None:
+        from confluent_kafka import Producer
+
+        self.settings = settings
+        self.registry = Registry(settings.infra.registry)
+        self.codecs = {t.name: AvroCodec(t, self.registry) for t in topics.ALL}
+        self.producer = Producer({"bootstrap.servers": settings.infra.bootstrap,
+                                  "partitioner": "murmur2_random", "linger.ms": 5,
+                                  "log.connection.close": False})
+        self.verifier = faces.verifier(settings)
+        self.cipher = self.verifier.cipher(faces.template_key(settings))
+        self.office_id = "TEST-KOBA"
+        self.publish(topics.OFFICES, self.office_id, {
+            "office_id": self.office_id, "name": "Kantor uji Koba",
+            "geometry": json.dumps(OFFICE)})
+
+    def publish(self, topic: topics.Topic, key: str | None, value: dict[str, Any] | None,
+                raw: bytes | None = None) -> tuple[int, int]:
+        out: list[Any] = []
+        payload = raw if raw is not None else (
+            None if value is None else self.codecs[topic.name].encode(value))
+        self.producer.produce(topic.name, key=key.encode() if key else None, value=payload,
+                              on_delivery=lambda err, msg: out.append((err, msg)))
+        self.producer.flush(30)
+        err, msg = out[0]
+        assert err is None, err
+        return msg.partition(), msg.offset()
+
+    def employee(self, photo: Path | None = FACES_DIR / "img1.jpg",
+                 office_id: str | None = None) -> str:
+        nip = new_nip()
+        self.publish(topics.EMPLOYEES, nip, {"nip": nip, "name": f"ASN {nip[-3:]}",
+                                             "office_id": office_id or self.office_id,
+                                             "tpp_base_idr": 4_000_000})
+        if photo is not None:
+            template = self.verifier.enroll([jpeg(photo)])
+            self.publish(topics.FACES, nip, faces.template_record(nip, template, self.cipher))
+        return nip
+
+    def checkin(self, nip: str, *, at: datetime | None = None, lat: float = KOBA[0],
+                lon: float = KOBA[1], selfie: bytes | None = None, device: str | None = None,
+                kind: str = "IN", accuracy: float | None = 10.0, mock: bool = False,
+                client_offset_s: float = 3.0, event_id: str | None = None) -> dict[str, Any]:
+        at = at or datetime.now(UTC).replace(microsecond=0)
+        return {"event_id": event_id or str(uuid.uuid4()), "nip": nip,
+                "device_id": device or f"dev-{nip}", "type": kind, "server_time": at,
+                "client_time": at + timedelta(seconds=client_offset_s), "lat": lat, "lon": lon,
+                "accuracy_m": accuracy, "mock_location": mock, "selfie": selfie,
+                "app_version": "test"}
+
+    def submit(self, *records: dict[str, Any]) -> list[tuple[int, int]]:
+        return [self.publish(topics.RAW, r["nip"], r) for r in records]
+
+    def verdicts(self, event_ids: list[str], timeout: float = 60) -> dict[str, dict[str, Any]]:
+        """Wait until every event has a verdict row; returns them by event_id."""
+        deadline = time.monotonic() + timeout
+        client = connect(self.settings.infra)
+        try:
+            while True:
+                rows, cols = client.execute(
+                    "SELECT * FROM checkins FINAL WHERE event_id IN %(ids)s",
+                    {"ids": tuple(event_ids)}, with_column_types=True)
+                found = {r[0]: dict(zip([c for c, _ in cols], r, strict=True)) for r in rows}
+                if len(found) == len(set(event_ids)) or time.monotonic() > deadline:
+                    return found
+                time.sleep(0.3)
+        finally:
+            client.disconnect()
+
+    def rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        client = connect(self.settings.infra)
+        try:
+            return client.execute(sql, params)
+        finally:
+            client.disconnect()
+
+    def alerts(self, event_id: str, wait_for: str | None = None,
+               timeout: float = 30) -> dict[str, dict[str, Any]]:
+        """The event's alerts by rule; with ``wait_for``, until that rule's alert is stored
+        (alerts and verdicts travel on different topics and may land a batch apart)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.rows("SELECT rule, severity, evidence FROM alerts FINAL "
+                             "WHERE event_id = %(e)s", {"e": event_id})
+            found = {r: {"severity": s, "evidence": json.loads(e)} for r, s, e in rows}
+            if wait_for is None or wait_for in found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.3)
+
+    def dead_letters(self, positions: list[tuple[int, int]],
+                     timeout: float = 60) -> dict[tuple[int, int], dict[str, Any]]:
+        """Dead letters whose source is one of these raw-topic positions."""
+        from confluent_kafka import Consumer
+
+        consumer = Consumer({"bootstrap.servers": self.settings.infra.bootstrap,
+                             "group.id": f"test-dlq-{uuid.uuid4()}",
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        consumer.subscribe([topics.DLQ.name])
+        found: dict[tuple[int, int], dict[str, Any]] = {}
+        deadline = time.monotonic() + timeout
+        try:
+            while len(found) < len(positions) and time.monotonic() < deadline:
+                msg = consumer.poll(0.5)
+                if msg is None or msg.error():
+                    continue
+                d = self.codecs[topics.DLQ.name].decode(msg.value())
+                pos = (d["source_partition"], d["source_offset"])
+                if d["source_topic"] == topics.RAW.name and pos in positions:
+                    found[pos] = d
+        finally:
+            consumer.close()
+        return found
+
+
+def no_face_jpeg() -> bytes:
+    """A real photo-like image with no face: a smooth gradient with some texture."""
+    rng = np.random.default_rng(0)
+    img = cv2.resize(rng.integers(0, 255, (6, 6, 3)).astype(np.uint8), (480, 480),
+                     interpolation=cv2.INTER_CUBIC)
+    ok, data = cv2.imencode(".jpg", img)
+    assert ok
+    return data.tobytes()

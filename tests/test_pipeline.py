@@ -1,0 +1,191 @@
+"""The streaming pipeline on the real broker, registry and ClickHouse: one crafted sequence per
+rule, asserting the verdict and the alert that come out, plus duplicates and dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from hadir import topics, workers
+from tests.pipeline_helpers import FACES_DIR, KOBA, Pipeline, jpeg, no_face_jpeg, selfie
+
+pytestmark = pytest.mark.infra
+
+ME = FACES_DIR / "img1.jpg"  # enrollment photo of the default test ASN
+ME_AGAIN = FACES_DIR / "img2.jpg"  # another photo of the same person
+STRANGER = FACES_DIR / "img3.jpg"  # someone else
+
+
+@pytest.fixture(scope="module")
+def pipe(stack) -> Iterator[Pipeline]:  # type: ignore[no-untyped-def]
+    p = Pipeline(stack)
+    workers.start(stack, intake=1)
+    yield p
+
+
+def _one(pipe: Pipeline, record: dict[str, object]) -> dict[str, object]:
+    pipe.submit(record)
+    verdicts = pipe.verdicts([str(record["event_id"])])
+    assert record["event_id"] in verdicts, "no verdict within the timeout"
+    return verdicts[str(record["event_id"])]
+
+
+def test_honest_checkin_is_accepted(pipe: Pipeline) -> None:
+    nip = pipe.employee()
+    v = _one(pipe, pipe.checkin(nip, selfie=selfie(ME_AGAIN)))
+    assert v["verdict"] == "ACCEPTED" and v["reasons"] == []
+    assert v["distance_m"] == 0 and v["h3_cell"]
+    assert v["face_similarity"] >= pipe.verifier.threshold
+    assert v["office_id"] == pipe.office_id
+
+
+@pytest.mark.parametrize(("reason", "verdict", "change"), [
+    ("MOCK_LOCATION", "REJECTED", {"mock": True}),
+    ("OUTSIDE_GEOFENCE", "REJECTED", {"lat": KOBA[0] + 0.02}),  # about 2 km north
+    ("LOW_ACCURACY", "REVIEW", {"accuracy": 150.0}),
+    ("CLOCK_SKEW", "REVIEW", {"client_offset_s": -3 * 3600}),
+    ("NO_SELFIE", "REJECTED", {"selfie": None}),
+])
+def test_rule(pipe: Pipeline, reason: str, verdict: str, change: dict[str, object]) -> None:
+    nip = pipe.employee()
+    args: dict[str, object] = {"selfie": selfie(ME_AGAIN), **change}
+    record = pipe.checkin(nip, **args)  # type: ignore[arg-type]
+    v = _one(pipe, record)
+    assert v["verdict"] == verdict
+    assert reason in v["reasons"]
+    alert = pipe.alerts(str(record["event_id"]), reason)[reason]
+    assert alert["severity"] == verdict
+    assert alert["evidence"] is not None
+
+
+def test_outside_geofence_evidence_has_the_distance(pipe: Pipeline) -> None:
+    nip = pipe.employee()
+    record = pipe.checkin(nip, selfie=selfie(ME_AGAIN), lat=KOBA[0] + 0.01)
+    v = _one(pipe, record)
+    assert 1000 < v["distance_m"] < 1150  # 0.01 degree of latitude, less half the office
+    alert = pipe.alerts(str(record["event_id"]), "OUTSIDE_GEOFENCE")["OUTSIDE_GEOFENCE"]
+    assert alert["evidence"]["tolerance_m"] == 30
+
+
+def test_unknown_employee(pipe: Pipeline) -> None:
+    v = _one(pipe, pipe.checkin("199901012020011999", selfie=selfie(ME_AGAIN)))
+    assert v["verdict"] == "REJECTED"
+    assert "UNKNOWN_EMPLOYEE" in v["reasons"]
+
+
+def test_face_rules(pipe: Pipeline) -> None:
+    nip = pipe.employee()
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    mismatch = pipe.checkin(nip, selfie=selfie(STRANGER), at=t0)
+    no_face = pipe.checkin(nip, selfie=no_face_jpeg(), at=t0 + timedelta(minutes=1))
+    many = pipe.checkin(nip, selfie=jpeg(FACES_DIR / "couple.jpg", 1200),
+                        at=t0 + timedelta(minutes=2))
+    pipe.submit(mismatch, no_face, many)
+    v = pipe.verdicts([str(r["event_id"]) for r in (mismatch, no_face, many)])
+    assert "FACE_MISMATCH" in v[str(mismatch["event_id"])]["reasons"]
+    assert v[str(mismatch["event_id"])]["verdict"] == "REJECTED"
+    assert v[str(no_face["event_id"])]["reasons"] == ["NO_FACE"]
+    assert "MULTIPLE_FACES" in v[str(many["event_id"])]["reasons"]
+    evidence = pipe.alerts(str(mismatch["event_id"]), "FACE_MISMATCH")["FACE_MISMATCH"][
+        "evidence"]
+    assert evidence["similarity"] < evidence["threshold"]
+
+
+def test_selfie_replay_across_employees(pipe: Pipeline) -> None:
+    a, b = pipe.employee(), pipe.employee()
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    first = pipe.checkin(a, selfie=jpeg(ME_AGAIN), at=t0)
+    _one(pipe, first)
+    again = pipe.checkin(b, selfie=jpeg(ME_AGAIN, 400), at=t0 + timedelta(minutes=5))
+    v = _one(pipe, again)  # re-encoded and resized, sent for another NIP
+    assert v["verdict"] == "REJECTED" and "SELFIE_REPLAY" in v["reasons"]
+    evidence = pipe.alerts(str(again["event_id"]), "SELFIE_REPLAY")["SELFIE_REPLAY"][
+        "evidence"]
+    assert evidence["original_event_id"] == first["event_id"]
+    assert evidence["original_nip"] == a
+
+
+def test_impossible_travel(pipe: Pipeline) -> None:
+    nip = pipe.employee()
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    here = pipe.checkin(nip, selfie=selfie(ME_AGAIN), at=t0)
+    # Pangkalpinang, about 45 km away, ten minutes later.
+    there = pipe.checkin(nip, selfie=selfie(FACES_DIR / "img4.jpg"), at=t0 + timedelta(minutes=10),
+                         lat=-2.1291, lon=106.1094, kind="OUT")
+    pipe.submit(here, there)
+    v = pipe.verdicts([str(here["event_id"]), str(there["event_id"])])
+    assert v[str(here["event_id"])]["verdict"] == "ACCEPTED"
+    assert "IMPOSSIBLE_TRAVEL" in v[str(there["event_id"])]["reasons"]
+    evidence = pipe.alerts(str(there["event_id"]), "IMPOSSIBLE_TRAVEL")["IMPOSSIBLE_TRAVEL"][
+        "evidence"]
+    assert evidence["speed_kmh"] > 120 and evidence["previous_event_id"] == here["event_id"]
+
+
+def test_shared_device(pipe: Pipeline) -> None:
+    owner, mate = pipe.employee(), pipe.employee(photo=ME_AGAIN)
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    first = pipe.checkin(owner, selfie=selfie(ME_AGAIN), device="shared-phone", at=t0)
+    second = pipe.checkin(mate, selfie=selfie(FACES_DIR / "img4.jpg"), device="shared-phone",
+                          at=t0 + timedelta(minutes=1))
+    pipe.submit(second, first)  # arrival order differs from server time: still judged right
+    ids = [str(first["event_id"]), str(second["event_id"])]
+    deadline = datetime.now(UTC) + timedelta(seconds=30)
+    while True:
+        v = pipe.verdicts(ids)
+        if "SHARED_DEVICE" in v[ids[1]]["reasons"] or datetime.now(UTC) > deadline:
+            break
+    assert v[ids[0]]["verdict"] == "ACCEPTED"
+    assert v[ids[1]]["verdict"] == "REVIEW" and "SHARED_DEVICE" in v[ids[1]]["reasons"]
+    shared = pipe.alerts(ids[1], "SHARED_DEVICE")["SHARED_DEVICE"]
+    assert shared["evidence"]["other_nips"] == [owner]
+
+
+def test_duplicate_event_id_gives_one_verdict(pipe: Pipeline) -> None:
+    nip = pipe.employee()
+    record = pipe.checkin(nip, selfie=selfie(ME_AGAIN))
+    pipe.submit(record, record)
+    _one(pipe, record)
+    later = pipe.checkin(nip, selfie=selfie(FACES_DIR / "img4.jpg"),
+                         at=record["server_time"] + timedelta(minutes=1))  # type: ignore[operator]
+    _one(pipe, later)  # processed after both copies
+    rows = pipe.rows("SELECT count() FROM checkins FINAL WHERE event_id = %(e)s",
+                     {"e": record["event_id"]})
+    assert rows == [(1,)]
+    # The duplicate was not judged as a replay of itself either.
+    assert pipe.alerts(str(record["event_id"])) == {}
+
+
+def test_bad_records_go_to_the_dead_letter_topic(pipe: Pipeline) -> None:
+    nip = pipe.employee()
+    good = pipe.checkin(nip, selfie=selfie(ME_AGAIN))
+    alert_codec = pipe.codecs[topics.ALERTS.name]
+    wrong_schema = alert_codec.encode({
+        "alert_id": "x", "event_id": good["event_id"], "nip": nip, "device_id": "d",
+        "office_id": "", "rule": "X", "severity": "REVIEW", "server_time": datetime.now(UTC),
+        "detected_at": datetime.now(UTC), "evidence": "{}"})
+    positions = {
+        "not avro": pipe.publish(topics.RAW, nip, None, raw=b"{\"nip\": \"not avro\"}"),
+        "truncated": pipe.publish(topics.RAW, nip, None,
+                                  raw=pipe.codecs[topics.RAW.name].encode(good)[:20]),
+        "wrong schema": pipe.publish(topics.RAW, nip, None, raw=wrong_schema),
+        "garbage selfie": pipe.submit(pipe.checkin(nip, selfie=b"\xff\xd8\xff garbage"))[0],
+        "null island": pipe.submit(pipe.checkin(nip, lat=0.0, lon=0.0,
+                                                selfie=selfie(ME_AGAIN)))[0],
+        "no accuracy": pipe.submit(pipe.checkin(nip, accuracy=None, selfie=selfie(ME_AGAIN)))[0],
+    }
+    v = _one(pipe, good)  # the worker kept going
+    assert v["verdict"] == "ACCEPTED"
+    letters = pipe.dead_letters(list(positions.values()))
+    reasons = {name: letters[pos]["error"] for name, pos in positions.items() if pos in letters}
+    assert set(reasons) == set(positions), reasons
+    assert "not the Confluent wire format" in reasons["not avro"]
+    assert "bad Avro payload" in reasons["truncated"]
+    assert "selfie" in reasons["garbage selfie"]
+    assert "0" in reasons["null island"]
+    assert "accuracy" in reasons["no accuracy"]
+    for pos, letter in letters.items():
+        assert letter["stage"] == "intake"
+        assert letter["value"]  # the original bytes are kept
+        assert letter["source_partition"] == pos[0]
