@@ -14,6 +14,7 @@ from __future__ import annotations
 import calendar as stdcalendar
 import enum
 import itertools
+from functools import cached_property
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -163,41 +164,41 @@ class AttendancePolicy:
         if self.discharge_tk_streak < 1:
             raise ValueError("discharge_tk_streak must be at least 1")
 
-    @property
+    @cached_property
     def on_dates(self) -> frozenset[date]:
         return frozenset(_parse_date(day) for day in self.days_on)
 
-    @property
+    @cached_property
     def off_dates(self) -> frozenset[date]:
         return frozenset(_parse_date(day) for day in self.days_off)
 
-    @property
+    @cached_property
     def tl_limits(self) -> tuple[int, ...]:
         return _parse_ints(self.tl_max_minutes, "tl_max_minutes", 3)
 
-    @property
+    @cached_property
     def psw_limits(self) -> tuple[int, ...]:
         return _parse_ints(self.psw_max_minutes, "psw_max_minutes", 3)
 
-    @property
+    @cached_property
     def tl_cuts(self) -> tuple[Decimal, ...]:
         """Cut per TL code, index 0 (on time) to 4."""
         return _parse_cuts(self.tl_cut_pct, "tl_cut_pct")
 
-    @property
+    @cached_property
     def psw_cuts(self) -> tuple[Decimal, ...]:
         """Cut per PSW code, index 0 (stayed to the end) to 4."""
         return _parse_cuts(self.psw_cut_pct, "psw_cut_pct")
 
-    @property
+    @cached_property
     def tk_cut(self) -> Decimal:
         return _parse_pct(self.tk_cut_pct, "tk_cut_pct")
 
-    @property
+    @cached_property
     def cap(self) -> Decimal:
         return _parse_pct(self.cap_pct, "cap_pct")
 
-    @property
+    @cached_property
     def discipline_limits(self) -> tuple[int, ...]:
         return _parse_ints(self.discipline_tk_days, "discipline_tk_days", 9)
 
@@ -224,6 +225,7 @@ class WorkCalendar:
         self._ramadan = tuple(_parse_period(period) for period in policy.ramadan_periods)
         self._regular = (_parse_hours(policy.mon_thu), _parse_hours(policy.fri))
         self._fasting = (_parse_hours(policy.ramadan_mon_thu), _parse_hours(policy.ramadan_fri))
+        self._schedules: dict[date, tuple[time, time] | None] = {}
         # Years are filled in lazily by the library on first lookup.
         self._holidays = holidays.country_holidays(
             "ID",
@@ -261,10 +263,13 @@ class WorkCalendar:
 
     def schedule(self, day: date) -> tuple[time, time] | None:
         """(start, end) local wall-clock hours of a working day, None on a day off."""
-        if not self.is_working_day(day):
-            return None
-        mon_thu, fri = self._fasting if self.is_ramadan(day) else self._regular
-        return fri if day.weekday() == 4 else mon_thu
+        if day not in self._schedules:  # a report asks once per ASN and day: remember
+            hours = None
+            if self.is_working_day(day):
+                mon_thu, fri = self._fasting if self.is_ramadan(day) else self._regular
+                hours = fri if day.weekday() == 4 else mon_thu
+            self._schedules[day] = hours
+        return self._schedules[day]
 
     def working_days(self, year: int, month: int) -> list[date]:
         return [day for day in month_dates(year, month) if self.is_working_day(day)]

@@ -125,22 +125,26 @@ class _Batch:
         self.count += 1
 
 
+def mappings(settings: Settings) -> list[TableMapping]:
+    return _mappings(ZoneInfo(settings.attendance.timezone))
+
+
 class ClickHouseSink:
-    """Run with :meth:`run`; stop by setting ``stopping`` (signal handler) or ``max_idle_s``."""
+    """Run with :meth:`run`; stop by setting ``stopping`` (signal handler) or ``max_idle_s``.
+    ``tables`` and ``group_id`` default to Hadir's topics; the benchmark points them elsewhere."""
 
-    group_id = "hadir-clickhouse-sink"
-
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tables: list[TableMapping] | None = None,
+                 group_id: str = "hadir-clickhouse-sink") -> None:
         from confluent_kafka import Consumer, Producer
 
         self.settings = settings
         infra = settings.infra
         registry = Registry(infra.registry)
-        self.mappings = {m.topic.name: m for m in _mappings(ZoneInfo(settings.attendance.timezone))}
+        self.mappings = {m.topic.name: m for m in (tables or mappings(settings))}
         self.codecs = {name: AvroCodec(m.topic, registry) for name, m in self.mappings.items()}
         self.dlq = AvroCodec(topics.DLQ, registry)
         self.consumer = Consumer({
-            "bootstrap.servers": infra.bootstrap, "group.id": self.group_id,
+            "bootstrap.servers": infra.bootstrap, "group.id": group_id,
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "enable.partition.eof": False, "max.poll.interval.ms": 600_000,
         })

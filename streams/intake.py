@@ -28,7 +28,7 @@ from streams.reference import ReferenceFollower
 
 log = logging.getLogger("hadir.intake")
 
-BATCH = 16  # selfies verified together (the recognizer runs batched)
+BATCH = 64  # check-ins taken together; their selfies are verified as one batch
 BATCH_WAIT_S = 0.02
 
 

@@ -1,0 +1,382 @@
+"""``hadir bench``: every benchmark, one JSON file. Numbers for the README come from here.
+
+- geo: check-ins per second per core through GPS sanity, geofence and impossible travel.
+- face: ms per selfie for each step (median, p95) and selfies per second batched.
+- pipeline: a regency's morning peak (every ASN checking in within 30 minutes, compressed in
+  time) published at a chosen rate through Kafka and the workers: events per second and
+  publish-to-verdict latency (p50, p95, p99), without selfies and with them.
+- sink: rows per second from Kafka into ClickHouse through the batching sink.
+- report: the TPP report's time for 5,000 ASN x 1 month and x 12 months.
+
+The pipeline, sink and report benchmarks run on a stack of their own (state in .hadir-bench,
+ports 2xxxx), so they never mix with the demo's data; it is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from hadir import faces, topics, workers
+from hadir.config import REPO_ROOT, Settings
+from hadir.generate import SelfieCamera, identities, load_photo, make_nip
+from hadir.infra import stack
+from hadir.output import emit, to_json
+from hadir.serde import AvroCodec, Registry
+from processors.geo import bench_geo
+
+FACES_DIR = REPO_ROOT.parent / "shared" / "faces" / "deepface"
+LIVENESS_DIR = REPO_ROOT.parent / "shared" / "models" / "liveness"
+ALL = ("geo", "face", "pipeline", "sink", "report")
+BENCH_DAY = date(2030, 1, 7)  # a Monday far from any real month
+OFFICE = {"type": "Polygon", "coordinates": [[
+    [106.40960, -2.48640], [106.41040, -2.48640], [106.41040, -2.48560],
+    [106.40960, -2.48560], [106.40960, -2.48640]]]}
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem, 1),
+            "python": platform.python_version(), "os": platform.platform()}
+
+
+def bench_settings(settings: Settings) -> Settings:
+    infra = dataclasses.replace(
+        settings.infra, home=str(REPO_ROOT / ".hadir-bench"), kafka_port=29092,
+        kafka_controller_port=29093, registry_port=28081, clickhouse_port=29000,
+        clickhouse_http_port=28123, clickhouse_database="hadir_bench",
+        models_dir=str(settings.infra.models_path))
+    return dataclasses.replace(settings, infra=infra)
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    i = settings.infra
+    return {"HADIR_INFRA_HOME": i.home, "HADIR_INFRA_KAFKA_PORT": str(i.kafka_port),
+            "HADIR_INFRA_KAFKA_CONTROLLER_PORT": str(i.kafka_controller_port),
+            "HADIR_INFRA_REGISTRY_PORT": str(i.registry_port),
+            "HADIR_INFRA_CLICKHOUSE_PORT": str(i.clickhouse_port),
+            "HADIR_INFRA_CLICKHOUSE_HTTP_PORT": str(i.clickhouse_http_port),
+            "HADIR_INFRA_CLICKHOUSE_DATABASE": i.clickhouse_database,
+            "HADIR_INFRA_MODELS_DIR": i.models_dir}
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    a = np.array(values) * 1000
+    return {f"p{p}_ms": round(float(np.percentile(a, p)), 1) for p in (50, 95, 99)}
+
+
+# --- pipeline ------------------------------------------------------------------------------
+
+
+class Peak:
+    """A regency's ASN, set up on the bench stack (office, employees, face templates)."""
+
+    def __init__(self, settings: Settings, asn: int, seed: int = 1) -> None:
+        from confluent_kafka import Producer
+
+        rng = random.Random(seed)
+        self.settings = settings
+        self.rng = rng
+        self.registry = Registry(settings.infra.registry)
+        self.producer = Producer({"bootstrap.servers": settings.infra.bootstrap,
+                                  "linger.ms": 5, "partitioner": "murmur2_random",
+                                  "queue.buffering.max.messages": 500_000})
+        people = identities(FACES_DIR)[:8]
+        self.photos = [load_photo(group[0]) for group in people]
+        v = faces.verifier(settings)
+        cipher = v.cipher(faces.template_key(settings))
+        sealed = [faces.template_record("", v.enroll([g[0].read_bytes()]), cipher)["sealed"]
+                  for g in people]
+        self.nips = [make_nip(rng, i) for i in range(asn)]
+        office = AvroCodec(topics.OFFICES, self.registry)
+        self.producer.produce(topics.OFFICES.name, key=b"BENCH", value=office.encode(
+            {"office_id": "BENCH", "name": "Bench office", "geometry": json.dumps(OFFICE)}))
+        emp, tpl = AvroCodec(topics.EMPLOYEES, self.registry), AvroCodec(topics.FACES,
+                                                                         self.registry)
+        for i, nip in enumerate(self.nips):
+            self.producer.produce(topics.EMPLOYEES.name, key=nip.encode(), value=emp.encode(
+                {"nip": nip, "name": f"ASN {i}", "office_id": "BENCH",
+                 "tpp_base_idr": 4_000_000}))
+            self.producer.produce(topics.FACES.name, key=nip.encode(), value=tpl.encode(
+                {"nip": nip, "pack": v.pack_id, "sealed": sealed[i % len(sealed)],
+                 "enrolled_at": datetime.now(UTC)}))
+            self.producer.poll(0)
+        self.producer.flush(60)
+        self.raw = AvroCodec(topics.RAW, self.registry)
+
+    def selfies(self, n: int) -> list[bytes]:
+        camera = SelfieCamera(np.random.default_rng(3))
+        return [camera.shoot(self.photos[i % len(self.photos)]) for i in range(n)]
+
+    def run(self, events: int, rate: float, selfies: list[bytes] | None, label: str,
+            progress: bool, timeout: float = 900) -> dict[str, Any]:
+        """Publish ``events`` check-ins at ``rate`` per second (0: as fast as possible) and
+        measure publish-to-verdict latency from the verdict topic."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        verdict_codec = AvroCodec(topics.VERDICTS, self.registry)
+        consumer = Consumer({"bootstrap.servers": self.settings.infra.bootstrap,
+                             "group.id": f"bench-{uuid.uuid4()}", "enable.auto.commit": False})
+        md = consumer.list_topics(topics.VERDICTS.name, timeout=10)
+        tps = []
+        for p in md.topics[topics.VERDICTS.name].partitions:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topics.VERDICTS.name, p))
+            tps.append(TopicPartition(topics.VERDICTS.name, p, high))
+        consumer.assign(tps)
+        sent: dict[str, float] = {}
+        latency: list[float] = []
+        done = threading.Event()
+
+        def collect() -> None:
+            while not done.is_set():
+                for msg in consumer.consume(2000, timeout=0.2):
+                    if msg.error():
+                        continue
+                    v = verdict_codec.decode(msg.value())
+                    t = sent.pop(v["event_id"], None)
+                    if t is not None:
+                        latency.append(time.time() - t)
+
+        collector = threading.Thread(target=collect, daemon=True)
+        collector.start()
+        start_of_peak = datetime.combine(BENCH_DAY, datetime.min.time(), UTC) + timedelta(
+            hours=0, minutes=self.rng.randrange(0, 500))
+        t0 = time.time()
+        bar = tqdm(total=events, desc=f"pipeline {label}", unit="ev", disable=not progress)
+        for k in range(events):
+            if rate:
+                delay = t0 + k / rate - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+            nip = self.nips[k % len(self.nips)]
+            at = start_of_peak + timedelta(seconds=1800 * k / events)
+            event_id = str(uuid.uuid4())
+            record = {"event_id": event_id, "nip": nip, "device_id": f"dev-{nip}",
+                      "type": "IN", "server_time": at, "client_time": at,
+                      "lat": -2.4860 + self.rng.uniform(-2e-4, 2e-4),
+                      "lon": 106.4100 + self.rng.uniform(-2e-4, 2e-4), "accuracy_m": 12.0,
+                      "mock_location": False,
+                      "selfie": selfies[k % len(selfies)] if selfies else None,
+                      "app_version": "bench"}
+            data = self.raw.encode(record)
+            sent[event_id] = time.time()
+            self.producer.produce(topics.RAW.name, key=nip.encode(), value=data)
+            self.producer.poll(0)
+            bar.update(1)
+        self.producer.flush(60)
+        published_s = time.time() - t0
+        deadline = time.time() + timeout
+        while len(latency) < events and time.time() < deadline:
+            bar.set_postfix_str(f"{len(latency)} verdicts")
+            time.sleep(0.2)
+        total_s = time.time() - t0
+        done.set()
+        collector.join()
+        consumer.close()
+        bar.close()
+        return {"events": events, "with_selfies": bool(selfies), "target_rate": rate or "max",
+                "publish_s": round(published_s, 2), "verdicts": len(latency),
+                "events_per_s": round(len(latency) / total_s, 1),
+                "latency": _percentiles(latency)}
+
+
+def bench_pipeline(settings: Settings, progress: bool, asn: int = 5000) -> dict[str, Any]:
+    peak = Peak(settings, asn)
+    workers.start(settings, intake=1)
+    warm = peak.run(200, 0, None, "warm-up", progress)
+    no_faces = peak.run(20_000, 0, None, "no selfies, max rate", progress)
+    at_1000 = peak.run(10_000, 1000, None, "no selfies, 1000/s", progress)
+    selfies = peak.selfies(400)
+    with_faces = peak.run(1500, 0, selfies, "with selfies, max rate", progress)
+    return {"asn": asn, "intake_workers": 1, "warm_up_verdicts": warm["verdicts"],
+            "no_selfies_max_rate": no_faces, "no_selfies_1000_per_s": at_1000,
+            "with_selfies_max_rate": with_faces}
+
+
+# --- sink ----------------------------------------------------------------------------------
+
+
+def bench_sink(settings: Settings, progress: bool, rows: int = 200_000) -> dict[str, Any]:
+    """Verdict records on a topic of their own, through ClickHouseSink into a copy of the
+    checkins table: rows per second including Kafka consumption, Avro decoding, batching,
+    inserts and offset commits."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from sinks.clickhouse import ClickHouseSink, TableMapping, connect, mappings
+
+    topic = topics.Topic(f"hadir.bench.verdicts.{uuid.uuid4().hex[:8]}", "CheckinVerdict", "NIP")
+    admin = AdminClient({"bootstrap.servers": settings.infra.bootstrap})
+    admin.create_topics([NewTopic(topic.name, num_partitions=settings.infra.partitions,
+                                  replication_factor=1)])[topic.name].result()
+    client = connect(settings.infra)
+    client.execute("DROP TABLE IF EXISTS bench_checkins")
+    client.execute("CREATE TABLE bench_checkins AS checkins")
+    codec = AvroCodec(topic, Registry(settings.infra.registry))
+    producer = Producer({"bootstrap.servers": settings.infra.bootstrap, "linger.ms": 20,
+                         "queue.buffering.max.messages": 1_000_000})
+    now = datetime.now(UTC)
+    for k in tqdm(range(rows), desc="sink: publishing verdicts", unit="row",
+                  disable=not progress):
+        nip = f"19800101200501100{k % 10}"
+        producer.produce(topic.name, key=nip.encode(), value=codec.encode({
+            "event_id": str(uuid.UUID(int=k)), "nip": nip, "device_id": f"d{k % 977}",
+            "office_id": "BENCH", "type": "IN", "server_time": now - timedelta(seconds=k),
+            "client_time": None, "verdict": "ACCEPTED", "reasons": [],
+            "face_similarity": 0.71, "spoof_score": None, "h3_cell": "8a6526a8a6dffff",
+            "distance_m": 0.0, "lat": -2.486, "lon": 106.41, "accuracy_m": 10.0,
+            "decided_at": now}))
+        if k % 10000 == 0:
+            producer.poll(0)
+    producer.flush(120)
+    base = next(m for m in mappings(settings) if m.table == "checkins")
+    sink = ClickHouseSink(settings, [TableMapping(topic, "bench_checkins", base.columns,
+                                                  base.to_row)], group_id=f"bench-{topic.name}")
+    t0 = time.perf_counter()
+    sink.run(max_idle_s=2.0)
+    elapsed = time.perf_counter() - t0 - 2.0
+    (stored,), = client.execute("SELECT count() FROM bench_checkins")
+    client.execute("DROP TABLE bench_checkins")
+    client.disconnect()
+    return {"rows": rows, "stored": stored, "batch_rows": settings.sink.batch_rows,
+            "rows_per_s": round(sink.rows_written / elapsed)}
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def bench_report(settings: Settings, progress: bool, asn: int = 5000) -> dict[str, Any]:
+    """TPP report time for ``asn`` ASN over 1 and 12 months of check-ins (written straight
+    into ClickHouse: this measures the report, not the pipeline)."""
+    from hadir import reports
+    from processors.attendance import WorkCalendar
+    from sinks.clickhouse import connect
+
+    rng = random.Random(5)
+    client = connect(settings.infra)
+    for table in ("checkins", "employees", "excuses"):
+        client.execute(f"TRUNCATE TABLE {table}")
+    nips = [make_nip(rng, i) for i in range(asn)]
+    client.execute("INSERT INTO employees (nip, name, office_id, tpp_base_idr, deleted, version)"
+                   " VALUES", [(n, f"ASN {i}", f"OPD{i % 40:02d}", 4_000_000, 0, 1)
+                               for i, n in enumerate(nips)])
+    cal = WorkCalendar(settings.attendance)
+    year = 2029
+    tz = cal.tz
+    columns = ("event_id, nip, device_id, office_id, type, server_time, server_time_ms, "
+               "local_date, verdict, reasons, h3_cell, lat, lon, decided_at, version")
+    for month in tqdm(range(1, 13), desc="report: writing a year of check-ins",
+                      disable=not progress):
+        batch = []
+        for day in cal.working_days(year, month):
+            for n in nips:
+                if rng.random() < 0.03:
+                    continue
+                for kind, minute in (("IN", rng.gauss(440, 20)), ("OUT", rng.gauss(970, 20))):
+                    local = datetime.combine(day, datetime.min.time(), tz) + timedelta(
+                        minutes=minute)
+                    t = local.astimezone(UTC)
+                    batch.append((str(uuid.uuid4()), n, "d", "OPD", kind,
+                                  t.replace(tzinfo=None), int(t.timestamp() * 1000), day,
+                                  "ACCEPTED", [], "", -2.486, 106.41, t.replace(tzinfo=None), 1))
+        client.execute(f"INSERT INTO checkins ({columns}) VALUES", batch)
+    client.disconnect()
+    t0 = time.perf_counter()
+    one = reports.tpp(settings, date(year, 3, 1), store=False)
+    month_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    reports.tpp(settings, date(year, 3, 1), store=True)
+    month_stored_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    lines = reports.discipline(settings, year)
+    year_s = time.perf_counter() - t0
+    return {"asn": asn, "lines": len(one), "month_s": round(month_s, 2),
+            "month_with_storing_s": round(month_stored_s, 2),
+            "year_12_months_s": round(year_s, 2), "year_lines": len(lines)}
+
+
+# --- all -----------------------------------------------------------------------------------
+
+
+def run(settings: Settings, only: str | None = None, out: Path = Path("out/bench.json"),
+        progress: bool = True) -> dict[str, Any]:
+    chosen = [s.strip() for s in only.split(",")] if only else list(ALL)
+    unknown = set(chosen) - set(ALL)
+    if unknown:
+        raise ValueError(f"unknown benchmark {', '.join(sorted(unknown))}; choose from "
+                         f"{', '.join(ALL)}")
+    results: dict[str, Any] = {"machine": machine(), "when": datetime.now(UTC).isoformat()}
+    steps: dict[str, Callable[[], Any]] = {
+        "geo": lambda: bench_geo(200_000, 50),
+        "face": lambda: _bench_face(settings),
+    }
+    needs_stack = [s for s in chosen if s in ("pipeline", "sink", "report")]
+    bench = bench_settings(settings)
+    if needs_stack:
+        os.environ.update(_env(bench))  # the workers started for the bench inherit these
+        stack.up(bench, progress=progress)
+        steps.update({"pipeline": lambda: bench_pipeline(bench, progress),
+                      "sink": lambda: bench_sink(bench, progress),
+                      "report": lambda: bench_report(bench, progress)})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        for name in chosen:
+            if progress:
+                print(f"bench {name} ...", flush=True)
+            results[name] = steps[name]()
+            out.write_text(to_json(results))  # what is measured is kept if a later step fails
+    finally:
+        if needs_stack:
+            workers.stop(bench)
+            stack.down(bench)
+    results["written_to"] = str(out)
+    return results
+
+
+def _bench_face(settings: Settings) -> dict[str, Any]:
+    from processors.face import bench_face
+
+    out = {"liveness_off": bench_face(FACES_DIR, 200, verifier=faces.verifier(settings))}
+    if LIVENESS_DIR.is_dir() and not settings.face.liveness_dir:
+        with_liveness = dataclasses.replace(settings, face=dataclasses.replace(
+            settings.face, liveness_dir=str(LIVENESS_DIR)))
+        out["liveness_on"] = bench_face(FACES_DIR, 200,
+                                        verifier=faces.verifier(with_liveness))
+    return out
+
+
+def print_results(results: dict[str, Any], fmt: str) -> None:
+    if fmt == "json":
+        print(to_json(results))
+        return
+    rows = []
+    for name, value in results.items():
+        if name in ("machine", "when", "written_to"):
+            continue
+        rows.append({"benchmark": name, "result": json.dumps(value, default=str)[:400]})
+    emit(rows, "table", title=f"hadir bench on {results['machine']['cpu']} "
+                              f"({results['machine']['cores']} cores)")
+    print(f"Full results: {results['written_to']}")
