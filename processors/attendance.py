@@ -14,11 +14,11 @@ from __future__ import annotations
 import calendar as stdcalendar
 import enum
 import itertools
-from functools import cached_property
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import cached_property
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
