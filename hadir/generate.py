@@ -459,7 +459,9 @@ def _fraud(kind: str, a: Asn, staff: list[Asn], rng: random.Random,
         elif kind == "SHARED_DEVICE":
             # The owner checks in on the phone, then hands it round the team.
             w.add(rng, a.nip, a.device_id, "IN", at, *office, w.selfie(camera.shoot(own[0])))
-            team = [s for s in staff if s.office == a.office and s is not a][:3]
+            # Colleagues from the same office first (a small regency may have none there).
+            team = sorted((s for s in staff if s is not a),
+                          key=lambda s: s.office != a.office)[:3]
             for k, mate in enumerate(team):
                 w.add(rng, mate.nip, a.device_id, "IN", at + timedelta(minutes=k + 1),
                       *office, w.selfie(camera.shoot(photos[mate.identity][0])), fraud=kind)

@@ -98,11 +98,12 @@ def build_core_app(settings: Settings) -> faust.App:
 
     # Keys are the raw key bytes and the changelog is partitioned like the input topic, so each
     # worker restores exactly the state of the partitions it owns.
-    state_schema = faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json")
-    person_state = app.Table("person-state", default=None, schema=state_schema,
+    # key_type=bytes makes faust use the raw key bytes both when writing the changelog and
+    # when recovering from it; values are JSON.
+    person_state = app.Table("person-state", default=None, key_type=bytes,
                              partitions=topics.partitions(topics.FACED, settings.infra),
                              use_partitioner=True)
-    device_state = app.Table("device-state", default=None, schema=state_schema,
+    device_state = app.Table("device-state", default=None, key_type=bytes,
                              partitions=topics.partitions(topics.BY_DEVICE, settings.infra),
                              use_partitioner=True)
 

@@ -1,0 +1,5 @@
+import sys
+
+from hadir.cli import main
+
+sys.exit(main())

@@ -1,0 +1,76 @@
+"""The command line: bad arguments get a message and exit code, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hadir.cli import main
+
+FACES = Path(__file__).resolve().parents[2] / "shared" / "faces" / "deepface"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hadir", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["report", "tpp", "--month", "2026-13"], "month must be 01..12"),
+    (["report", "tpp", "--month", "March"], "is not a month like 2026-03"),
+    (["report", "discipline", "--year", "26"], "is not a year like 2026"),
+    (["run", "--intake", "0"], "must be at least 1"),
+    (["face", "compare", "nope.jpg", "also-nope.jpg"], "nope.jpg: no such file"),
+    (["demo", "--asn", "many"], "is not a whole number"),
+    (["infra", "sideways"], "invalid choice"),
+])
+def test_bad_arguments(args: list[str], message: str) -> None:
+    result = run(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_config_is_a_message() -> None:
+    result = subprocess.run([sys.executable, "-m", "hadir", "config"], capture_output=True,
+                            text=True, timeout=60,
+                            env={"HADIR_GEO_LOW_ACCURACY_M": "lots", "PATH": "/usr/bin"})
+    assert result.returncode == 1
+    assert "hadir: error: HADIR_GEO_LOW_ACCURACY_M: 'lots' is not a valid float" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_replay_of_a_bad_folder_lists_every_problem(tmp_path: Path) -> None:
+    (tmp_path / "offices.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    (tmp_path / "employees.csv").write_text(
+        "nip,name,office_id,tpp_base_idr,photo\n12345,Budi,SETDA,abc,\n")
+    (tmp_path / "events.jsonl").write_text('{"event_id": "x"}\nnot json\n')
+    result = run("replay", str(tmp_path))
+    assert result.returncode == 1
+    assert f"{tmp_path}/employees.csv:2: NIP '12345' is not 18 digits" in result.stderr
+    assert f"{tmp_path}/events.jsonl:1: missing nip" in result.stderr
+    assert f"{tmp_path}/events.jsonl:2: not valid JSON" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_face_compare_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["face", "compare", str(FACES / "img1.jpg"), str(FACES / "img2.jpg"),
+                 "--format", "json"]) == 0
+    same = json.loads(capsys.readouterr().out)
+    assert same["match"] is True and same["faces_a"] == 1 and same["faces_b"] == 1
+    assert main(["face", "compare", str(FACES / "img1.jpg"), str(FACES / "img3.jpg"),
+                 "--format", "json"]) == 0
+    other = json.loads(capsys.readouterr().out)
+    assert other["match"] is False and other["similarity"] < same["similarity"]
+
+
+def test_face_compare_of_a_non_image_is_a_message(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a picture")
+    result = run("face", "compare", str(bad), str(FACES / "img1.jpg"))
+    assert result.returncode == 1
+    assert "hadir: error:" in result.stderr and "Traceback" not in result.stderr

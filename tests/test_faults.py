@@ -1,0 +1,132 @@
+"""Crash and outage tests (marked ``faults``; CI runs them): kill a worker, restart the broker,
+stop ClickHouse, all in the middle of a load, then check that every check-in has exactly one
+verdict, that bad records are dead letters, and that table state survived."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from hadir import topics, workers
+from hadir.infra.clickhouse import ClickHouseServer
+from hadir.infra.kafka import KafkaBroker
+from tests.pipeline_helpers import FACES_DIR, Pipeline, selfie
+
+pytestmark = [pytest.mark.infra, pytest.mark.faults]
+LOAD = 1500
+
+
+@pytest.fixture(scope="module")
+def pipe(stack) -> Iterator[Pipeline]:  # type: ignore[no-untyped-def]
+    p = Pipeline(stack)
+    workers.start(stack, intake=1)
+    yield p
+
+
+def _worker(stack: object, name: str) -> workers.ManagedProcess:
+    return next(p for p in workers.running(stack) if p.name == name)  # type: ignore[arg-type]
+
+
+def _load(pipe: Pipeline, fault: Callable[[], None], bad: int = 0) -> tuple[list[str], list]:
+    """Publish LOAD check-ins (no selfies: the fault is what is tested, not faces) at about
+    300 per second with ``fault`` injected a second in, and ``bad`` malformed records mixed in;
+    returns the good event ids and the positions of the bad records."""
+    nips = [pipe.employee(photo=None) for _ in range(20)]
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+    records = [pipe.checkin(nips[k % len(nips)], at=t0 + timedelta(seconds=k))
+               for k in range(LOAD)]
+    injector = threading.Timer(1.0, fault)
+    injector.start()
+    bad_positions = []
+    for k, record in enumerate(records):
+        pipe.producer.produce(topics.RAW.name, key=str(record["nip"]).encode(),
+                              value=pipe.codecs[topics.RAW.name].encode(record))
+        if bad and k % (LOAD // bad) == 0 and len(bad_positions) < bad:
+            bad_positions.append(pipe.publish(topics.RAW, "x", None,
+                                              raw=b"\x00\x00\x00\x00\x01garbage"))
+        pipe.producer.poll(0)
+        time.sleep(1 / 300)
+    pipe.producer.flush(120)
+    injector.join()
+    return [str(r["event_id"]) for r in records], bad_positions
+
+
+def _exactly_once(pipe: Pipeline, ids: list[str]) -> None:
+    found = pipe.verdicts(ids, timeout=240)
+    assert len(found) == len(ids), f"{len(ids) - len(found)} check-ins have no verdict"
+    rows = pipe.rows("SELECT count(), uniqExact(event_id) FROM checkins FINAL "
+                     "WHERE event_id IN %(ids)s", {"ids": tuple(ids)})
+    assert rows == [(len(ids), len(ids))]
+
+
+def _travel_state_survives(pipe: Pipeline, restart: Callable[[], None]) -> None:
+    """The person table (previous fix) comes back after the restart."""
+    nip = pipe.employee()
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    here = pipe.checkin(nip, selfie=selfie(FACES_DIR / "img2.jpg"), at=t0)
+    pipe.submit(here)
+    assert pipe.verdicts([str(here["event_id"])])
+    restart()
+    there = pipe.checkin(nip, selfie=selfie(FACES_DIR / "img4.jpg"), kind="OUT",
+                         at=t0 + timedelta(minutes=10), lat=-2.1291, lon=106.1094)
+    pipe.submit(there)
+    v = pipe.verdicts([str(there["event_id"])], timeout=180)[str(there["event_id"])]
+    assert "IMPOSSIBLE_TRAVEL" in v["reasons"]
+
+
+@pytest.mark.parametrize(("name", "hard"), [
+    ("core-0", True), ("core-0", False), ("intake-0", True), ("sink-0", True)])
+def test_worker_killed_mid_load(pipe: Pipeline, stack, name: str, hard: bool) -> None:  # type: ignore[no-untyped-def]
+    def fault() -> None:
+        proc = _worker(stack, name)
+        proc.kill() if hard else proc.stop()
+        time.sleep(1)
+        workers.start(stack, intake=1)  # what `hadir run`'s supervisor does
+
+    ids, _ = _load(pipe, fault)
+    _exactly_once(pipe, ids)
+
+
+def test_core_state_survives_sigkill(pipe: Pipeline, stack) -> None:  # type: ignore[no-untyped-def]
+    def restart() -> None:
+        _worker(stack, "core-0").kill()
+        workers.start(stack, intake=1)
+
+    _travel_state_survives(pipe, restart)
+
+
+def test_broker_restart_mid_load(pipe: Pipeline, stack) -> None:  # type: ignore[no-untyped-def]
+    def fault() -> None:
+        broker = KafkaBroker(stack.infra)
+        broker.down()
+        time.sleep(3)
+        broker.up()
+        time.sleep(5)
+        workers.start(stack, intake=1)  # restarts any worker that gave up on the broker
+
+    ids, _ = _load(pipe, fault)
+    _exactly_once(pipe, ids)
+
+
+def test_clickhouse_outage_mid_load(pipe: Pipeline, stack) -> None:  # type: ignore[no-untyped-def]
+    def fault() -> None:
+        clickhouse = ClickHouseServer(stack.infra)
+        clickhouse.down()
+        time.sleep(30)
+        clickhouse.up()
+
+    ids, _ = _load(pipe, fault)
+    _exactly_once(pipe, ids)
+
+
+def test_malformed_records_mid_load(pipe: Pipeline) -> None:
+    ids, bad = _load(pipe, lambda: None, bad=15)
+    _exactly_once(pipe, ids)
+    letters = pipe.dead_letters(bad)
+    assert set(letters) == set(bad)
+    assert all("unknown schema id" in letter["error"] or "Avro" in letter["error"]
+               for letter in letters.values())

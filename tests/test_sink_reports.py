@@ -1,0 +1,178 @@
+"""The ClickHouse sink and the reports, against the real ClickHouse and Kafka."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from hadir import reports, topics
+from hadir.infra.clickhouse import ClickHouseServer
+from hadir.serde import AvroCodec, Registry
+from processors.attendance import WorkCalendar, tpp_month
+from sinks.clickhouse import ClickHouseSink, TableMapping, connect, mappings
+
+pytestmark = pytest.mark.infra
+WIB = ZoneInfo("Asia/Jakarta")
+
+
+def _verdict(k: int, now: datetime) -> dict[str, Any]:
+    return {"event_id": str(uuid.UUID(int=k + 1)), "nip": "198001012005011001",
+            "device_id": "d", "office_id": "X", "type": "IN",
+            "server_time": now - timedelta(minutes=k), "client_time": None,
+            "verdict": "ACCEPTED", "reasons": [], "face_similarity": 0.7, "spoof_score": None,
+            "h3_cell": "", "distance_m": 0.0, "lat": -2.48, "lon": 106.41, "accuracy_m": 5.0,
+            "decided_at": now}
+
+
+def _committed(settings: Any, group: str, topic: str) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": settings.infra.bootstrap, "group.id": group})
+    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+    offsets = c.committed([TopicPartition(topic, p) for p in parts], timeout=10)
+    c.close()
+    return sum(max(o.offset, 0) for o in offsets)
+
+
+def test_sink_waits_for_clickhouse_loses_nothing_and_is_idempotent(stack) -> None:  # type: ignore[no-untyped-def]
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = topics.Topic(f"hadir.test.sink.{uuid.uuid4().hex[:6]}", "CheckinVerdict", "NIP")
+    admin = AdminClient({"bootstrap.servers": stack.infra.bootstrap})
+    admin.create_topics([NewTopic(topic.name, 3, 1)])[topic.name].result()
+    client = connect(stack.infra)
+    client.execute("DROP TABLE IF EXISTS sink_test")
+    client.execute("CREATE TABLE sink_test AS checkins")
+    client.disconnect()
+    codec = AvroCodec(topic, Registry(stack.infra.registry))
+    producer = Producer({"bootstrap.servers": stack.infra.bootstrap})
+    now = datetime.now(UTC).replace(microsecond=0)
+    for k in range(1000):
+        producer.produce(topic.name, key=b"k", value=codec.encode(_verdict(k, now)))
+    producer.flush(30)
+
+    clickhouse = ClickHouseServer(stack.infra)
+    clickhouse.down()
+    base = next(m for m in mappings(stack) if m.table == "checkins")
+    group = f"test-{topic.name}"
+    sink = ClickHouseSink(stack, [TableMapping(topic, "sink_test", base.columns, base.to_row)],
+                          group_id=group)
+    runner = threading.Thread(target=sink.run, daemon=True)
+    try:
+        runner.start()
+        time.sleep(4)  # the sink consumes, fails to insert, retries with backoff
+        assert _committed(stack, group, topic.name) == 0  # nothing committed: lag grows
+    finally:
+        clickhouse.up()
+    deadline = time.monotonic() + 60
+    while _committed(stack, group, topic.name) < 1000 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _committed(stack, group, topic.name) == 1000
+    # Replayed records (a crash between insert and commit) still read as one row each.
+    for k in range(500):
+        producer.produce(topic.name, key=b"k", value=codec.encode(_verdict(k, now)))
+    producer.flush(30)
+    while _committed(stack, group, topic.name) < 1500 and time.monotonic() < deadline + 60:
+        time.sleep(0.5)
+    sink.stopping = True
+    runner.join(30)
+    client = connect(stack.infra)
+    assert client.execute("SELECT count() FROM sink_test FINAL") == [(1000,)]
+    assert client.execute("SELECT uniqExact(event_id) FROM sink_test") == [(1000,)]
+    client.execute("DROP TABLE sink_test")
+    client.disconnect()
+
+
+def test_dashboard_user_reads_views_but_cannot_write(stack) -> None:  # type: ignore[no-untyped-def]
+    from clickhouse_driver import Client
+    from clickhouse_driver.errors import ServerException
+
+    i = stack.infra
+    dash = Client(i.clickhouse_host, port=i.clickhouse_port, user=i.dashboard_user,
+                  password=i.dashboard_password, database=i.clickhouse_database)
+    for view in ("v_checkins", "v_alerts", "v_attendance_by_office_day",
+                 "v_alerts_by_rule_day", "v_tpp_by_office_month"):
+        dash.execute(f"SELECT count() FROM {view}")
+    with pytest.raises(ServerException, match="readonly"):
+        dash.execute("INSERT INTO employees (nip) VALUES", [("1",)])
+    dash.disconnect()
+
+
+def _local(day: date, hh: int, mm: int, ss: int = 0) -> datetime:
+    return datetime(day.year, day.month, day.day, hh, mm, ss, tzinfo=WIB)
+
+
+def test_tpp_report_from_clickhouse(stack) -> None:  # type: ignore[no-untyped-def]
+    """A month in ClickHouse: exact rupiah for hand-checkable cases, REVIEW counting as
+    attendance and REJECTED not, and the same lines as the rules computed directly."""
+    month = date(2027, 6, 1)
+    cal = WorkCalendar(stack.attendance)
+    days = cal.working_days(2027, 6)
+    office = f"RPT-{uuid.uuid4().hex[:4]}"
+    perfect, late_once, absent, reviewed = (f"19850101201001100{i}" for i in range(4))
+    rows = []
+
+    def checkin(nip: str, at: datetime, kind: str, verdict: str = "ACCEPTED") -> None:
+        utc = at.astimezone(UTC)
+        rows.append((str(uuid.uuid4()), nip, "d", office, kind, utc.replace(tzinfo=None),
+                     int(utc.timestamp() * 1000), at.date(), verdict, [], "", 0.0, 0.0,
+                     utc.replace(tzinfo=None), 1))
+
+    for i, day in enumerate(days):
+        start, end = cal.schedule(day)  # type: ignore[misc]
+        for nip in (perfect, late_once, reviewed):
+            arrive = _local(day, start.hour, start.minute, 59)  # 07:30:59 is on time
+            if nip == late_once and i == 0:
+                arrive = _local(day, start.hour, start.minute + 1)  # 07:31:00: TL1
+            verdict = "REVIEW" if nip == reviewed else "ACCEPTED"
+            checkin(nip, arrive, "IN", verdict)
+            checkin(nip, _local(day, end.hour, end.minute, 5), "OUT", verdict)
+        # A rejected check-in (e.g. outside the geofence) does not count as attendance.
+        checkin(absent, _local(day, 7, 0), "IN", "REJECTED")
+    client = connect(stack.infra)
+    client.execute("INSERT INTO checkins (event_id, nip, device_id, office_id, type, "
+                   "server_time, server_time_ms, local_date, verdict, reasons, h3_cell, lat, "
+                   "lon, decided_at, version) VALUES", rows)
+    client.execute("INSERT INTO employees (nip, name, office_id, tpp_base_idr, deleted, "
+                   "version) VALUES",
+                   [(n, f"ASN {n[-1]}", office, 3_000_000, 0, 1)
+                    for n in (perfect, late_once, absent, reviewed)])
+    client.disconnect()
+
+    lines = {r.line.nip: r for r in reports.tpp(stack, month, office=office)}
+    assert set(lines) == {perfect, late_once, absent, reviewed}
+    assert lines[perfect].line.cut_pct == 0 and lines[perfect].line.tpp_paid_idr == 3_000_000
+    assert lines[reviewed].line.tpp_paid_idr == 3_000_000  # REVIEW counts
+    assert lines[late_once].line.tl == (1, 0, 0, 0)
+    assert lines[late_once].line.tpp_cut_idr == 15_000  # 0.5 % of 3,000,000
+    assert lines[absent].line.tk_days == len(days)
+    assert lines[absent].line.cut_pct == Decimal(100)  # 5 % x TK days, capped at 100 %
+    assert lines[absent].line.tpp_paid_idr == 0
+    # The stored rows for dashboards match.
+    client = connect(stack.infra)
+    stored = dict(client.execute(
+        "SELECT nip, tpp_paid_idr FROM tpp_monthly FINAL WHERE office_id = %(o)s",
+        {"o": office}))
+    client.disconnect()
+    assert stored == {n: r.line.tpp_paid_idr for n, r in lines.items()}
+    # And the same as the rules applied directly to the same times.
+    firsts = {d: _local(d, cal.schedule(d)[0].hour, cal.schedule(d)[0].minute, 59)  # type: ignore[index]
+              for d in days}
+    lasts = {d: _local(d, cal.schedule(d)[1].hour, cal.schedule(d)[1].minute, 5)  # type: ignore[index]
+             for d in days}
+    direct, _ = tpp_month(reports.EmployeeRow(perfect, "ASN 0", office, 3_000_000), 2027, 6,
+                          firsts, lasts, (), cal)
+    assert direct == lines[perfect].line
+
+    discipline = {r["nip"]: r for r in reports.discipline(stack, 2027, office=office)}
+    assert discipline[absent]["tk_days"] == len(days)
+    assert discipline[absent]["code"] == "PEMBERHENTIAN"  # 10+ working days in a row
+    assert discipline[perfect]["level"] == 0
