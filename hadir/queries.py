@@ -18,43 +18,38 @@ CHECKIN_COLUMNS = ["event_id", "nip", "type", "server_time", "verdict", "reasons
                    "face_similarity", "h3_cell", "distance_m"]
 
 
-def _where(filters: dict[str, Any]) -> str:
+def _select(settings: Settings, table: str, columns: list[str], filters: dict[str, Any],
+            order: str, limit: int) -> list[dict[str, Any]]:
+    """Deduplicated rows of ``table`` matching the non-empty ``filters``, newest first."""
     parts = [f"{column} = %({column})s" for column, value in filters.items() if value]
-    return (" WHERE " + " AND ".join(parts)) if parts else ""
+    where = (" WHERE " + " AND ".join(parts)) if parts else ""
+    client = connect(settings.infra)
+    rows = client.execute(f"SELECT {', '.join(columns)} FROM {table} FINAL{where} "
+                          f"ORDER BY {order} LIMIT {int(limit)}", filters)
+    client.disconnect()
+    return [dict(zip(columns, r, strict=True)) for r in rows]
 
 
-def _utc(rows: list[dict[str, Any]], *columns: str) -> list[dict[str, Any]]:
+def _utc(rows: list[dict[str, Any]], column: str) -> list[dict[str, Any]]:
+    """ClickHouse gives naive UTC datetimes; say so."""
     for r in rows:
-        for c in columns:
-            if r.get(c) is not None:
-                r[c] = r[c].replace(tzinfo=UTC)
+        r[column] = r[column].replace(tzinfo=UTC)
     return rows
 
 
 def alerts(settings: Settings, rule: str | None = None, nip: str | None = None,
            limit: int = 50) -> list[dict[str, Any]]:
-    filters = {"rule": rule, "nip": nip}
-    client = connect(settings.infra)
-    rows, cols = client.execute(
-        f"SELECT {', '.join(ALERT_COLUMNS)} FROM alerts FINAL{_where(filters)} "
-        f"ORDER BY detected_at DESC, alert_id LIMIT {int(limit)}", filters, with_column_types=True)
-    client.disconnect()
-    out = [dict(zip([c for c, _ in cols], r, strict=True)) for r in rows]
-    for r in out:
+    rows = _select(settings, "alerts", ALERT_COLUMNS, {"rule": rule, "nip": nip},
+                   "detected_at DESC, alert_id", limit)
+    for r in rows:
         r["evidence"] = json.loads(r["evidence"])
-    return _utc(out, "detected_at")
+    return _utc(rows, "detected_at")
 
 
 def checkins(settings: Settings, nip: str | None = None, verdict: str | None = None,
              limit: int = 50) -> list[dict[str, Any]]:
-    filters = {"nip": nip, "verdict": verdict}
-    client = connect(settings.infra)
-    rows, cols = client.execute(
-        f"SELECT {', '.join(CHECKIN_COLUMNS)} FROM checkins FINAL{_where(filters)} "
-        f"ORDER BY server_time_ms DESC, event_id LIMIT {int(limit)}", filters,
-        with_column_types=True)
-    client.disconnect()
-    return _utc([dict(zip([c for c, _ in cols], r, strict=True)) for r in rows], "server_time")
+    return _utc(_select(settings, "checkins", CHECKIN_COLUMNS, {"nip": nip, "verdict": verdict},
+                        "server_time_ms DESC, event_id", limit), "server_time")
 
 
 def follow_alerts(settings: Settings, fmt: str = "table") -> int:

@@ -17,6 +17,7 @@ sink is idempotent on event_id, so nothing is counted twice.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -84,6 +85,34 @@ async def send_all(sends: list[Awaitable[Any]]) -> None:
     await asyncio.gather(*futures)
 
 
+Step = Callable[[dict[str, Any], Any], Awaitable[tuple[list[Any], Any]]]
+
+
+async def keyed_batches(stream: Any, table: Any, codec: AvroCodec, dlq: DeadLetters,
+                        key_field: str, step: Step) -> None:
+    """The loop of a stateful stage: for each batch, decode each record, drop event ids the
+    key's state has seen, run ``step`` (outputs to send, new state), wait until Kafka has every
+    output, then write the states. A state changed earlier in the batch is seen by later events
+    of the same key."""
+    async for events in stream.take_events(BATCH, within=BATCH_WAIT_S):
+        overlay: dict[bytes, Any] = {}
+        sends: list[Awaitable[Any]] = []
+        for event in events:
+            try:
+                record = codec.decode(event.value)
+                key = record[key_field].encode()
+                state = overlay[key] if key in overlay else table.get(key)
+                if seen(state, record["event_id"]):
+                    continue
+                outputs, overlay[key] = await step(record, state)
+                sends.extend(outputs)
+            except (SerdeError, InvalidCheckin, KeyError, ValueError) as exc:
+                sends.append(dlq.send(event, f"{type(exc).__name__}: {exc}"))
+        await send_all(sends)
+        for key, state in overlay.items():
+            table[key] = state
+
+
 def build_core_app(settings: Settings) -> faust.App:
     """The person and device stages, with their tables and the reference data they follow."""
     app = new_app("hadir-core", settings)
@@ -124,57 +153,31 @@ def build_core_app(settings: Settings) -> faust.App:
         employee = ref.employees.get(record["nip"])
         return employee is None or employee["office_id"] not in ref.geofences
 
+    async def person_outputs(record: dict[str, Any], state: Any) -> tuple[list[Any], Any]:
+        if needs_catch_up(record):
+            await follower.catch_up()
+        record, new_state = person_step(record, state, ref, settings.geo, settings.fraud, tz)
+        return [by_device.send(key=record["device_id"].encode(),
+                               value=progress.encode(record))], new_state
+
+    async def device_outputs(record: dict[str, Any], state: Any) -> tuple[list[Any], Any]:
+        decision, revised, new_state = device_step(record, state, settings.fraud,
+                                                   datetime.now(UTC))
+        sends = []
+        for verdict, raised in (decision, *revised):
+            nip = verdict["nip"].encode()
+            sends.append(verdicts.send(key=nip, value=verdict_codec.encode(verdict)))
+            sends.extend(alerts.send(key=nip, value=alert_codec.encode(a)) for a in raised)
+        return sends, new_state
+
     @app.agent(faced)
     async def person(stream: Any) -> None:
         await follower.ready.wait()
-        async for events in stream.take_events(BATCH, within=BATCH_WAIT_S):
-            overlay: dict[bytes, Any] = {}
-            sends: list[Awaitable[Any]] = []
-            for event in events:
-                try:
-                    record = progress.decode(event.value)
-                    key = record["nip"].encode()
-                    state = overlay[key] if key in overlay else person_state.get(key)
-                    if seen(state, record["event_id"]):
-                        continue
-                    if needs_catch_up(record):
-                        await follower.catch_up()
-                    record, overlay[key] = person_step(record, state, ref, settings.geo,
-                                                       settings.fraud, tz)
-                    sends.append(by_device.send(key=record["device_id"].encode(),
-                                                value=progress.encode(record)))
-                except (SerdeError, InvalidCheckin, KeyError, ValueError) as exc:
-                    sends.append(dlq.send(event, f"{type(exc).__name__}: {exc}"))
-            await send_all(sends)
-            for key, state in overlay.items():
-                person_state[key] = state
+        await keyed_batches(stream, person_state, progress, dlq, "nip", person_outputs)
 
     @app.agent(by_device)
     async def device(stream: Any) -> None:
-        async for events in stream.take_events(BATCH, within=BATCH_WAIT_S):
-            overlay: dict[bytes, Any] = {}
-            sends: list[Awaitable[Any]] = []
-            now = datetime.now(UTC)
-            for event in events:
-                try:
-                    record = progress.decode(event.value)
-                    key = record["device_id"].encode()
-                    state = overlay[key] if key in overlay else device_state.get(key)
-                    if seen(state, record["event_id"]):
-                        continue
-                    decision, revised, overlay[key] = device_step(record, state,
-                                                                  settings.fraud, now)
-                    for verdict, raised in (decision, *revised):
-                        nip = verdict["nip"].encode()
-                        sends.append(verdicts.send(key=nip,
-                                                   value=verdict_codec.encode(verdict)))
-                        sends.extend(alerts.send(key=nip, value=alert_codec.encode(a))
-                                     for a in raised)
-                except (SerdeError, InvalidCheckin, KeyError, ValueError) as exc:
-                    sends.append(dlq.send(event, f"{type(exc).__name__}: {exc}"))
-            await send_all(sends)
-            for key, state in overlay.items():
-                device_state[key] = state
+        await keyed_batches(stream, device_state, progress, dlq, "device_id", device_outputs)
 
     return app
 
@@ -191,8 +194,6 @@ def _office(ref: Reference, key: bytes | None, value: dict[str, Any] | None) -> 
     if value is None:
         ref.geofences.remove((key or b"").decode())
         return
-    import json
-
     feature = {"type": "Feature", "geometry": json.loads(value["geometry"]),
                "properties": {"office_id": value["office_id"], "name": value["name"]}}
     try:
@@ -210,6 +211,3 @@ def _excuse(ref: Reference, key: bytes | None, value: dict[str, Any] | None) -> 
                            datetime.fromisoformat(value["date_to"]).date(),
                            ExcuseKind(value["kind"])))
     ref.excuses[nip] = kept
-
-
-Builder = Callable[[Settings], faust.App]

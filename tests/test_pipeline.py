@@ -189,3 +189,22 @@ def test_bad_records_go_to_the_dead_letter_topic(pipe: Pipeline) -> None:
         assert letter["stage"] == "intake"
         assert letter["value"]  # the original bytes are kept
         assert letter["source_partition"] == pos[0]
+
+
+def test_alerts_and_checkins_commands(pipe: Pipeline, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from hadir.cli import main
+
+    nip = pipe.employee()
+    record = pipe.checkin(nip, selfie=selfie(ME_AGAIN), mock=True)
+    _one(pipe, record)
+    pipe.alerts(str(record["event_id"]), "MOCK_LOCATION")
+    assert main(["alerts", "--nip", nip, "--format", "json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [(a["event_id"], a["rule"], a["severity"]) for a in shown] == [
+        (record["event_id"], "MOCK_LOCATION", "REJECTED")]
+    assert main(["checkins", "--nip", nip, "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("event_id,nip,type,server_time,verdict,reasons")
+    assert record["event_id"] in lines[1] and "REJECTED" in lines[1]
