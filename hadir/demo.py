@@ -28,7 +28,7 @@ def last_full_month(today: date | None = None) -> date:
     return (first - timedelta(days=1)).replace(day=1)
 
 
-def _verdicts(settings: Settings, ids: list[str]) -> dict[str, tuple[str, list[str]]]:
+def verdicts_of(settings: Settings, ids: list[str]) -> dict[str, tuple[str, list[str]]]:
     client = connect(settings.infra)
     rows = client.execute(
         "SELECT event_id, verdict, reasons FROM checkins FINAL "
@@ -115,7 +115,7 @@ def run(settings: Settings, out: Path, asn: int = 300, seed: int = 7,
         replay.print_summary(summary, "table")
 
     ids = [json.loads(line)["event_id"] for line in (folder / "events.jsonl").open()]
-    table, honest = detection(folder, _verdicts(settings, ids), list(dict.fromkeys(ids)))
+    table, honest = detection(folder, verdicts_of(settings, ids), list(dict.fromkeys(ids)))
     offenders = worst_offenders(settings, month)
     lines = reports.tpp(settings, month)
     offices = tpp_by_office(settings, month)

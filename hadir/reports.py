@@ -92,7 +92,8 @@ def _excuses(client: Any, first: date, last: date) -> dict[str, list[Excuse]]:
 
 def _assess(settings: Settings, first: date, last: date,
             office: str | None) -> tuple[list[EmployeeRow], dict[str, list[TppResult]]]:
-    """Every employee's TPP result for every month from ``first`` to ``last``."""
+    """Every employee's TPP result for every month from ``first`` (a month's first day) to the
+    month of ``last``, from the check-ins and excuses of ``first`` to ``last`` inclusive."""
     client = connect(settings.infra)
     employees = _employees(client, office)
     first_in, last_out = _times(client, first, last)
@@ -181,7 +182,7 @@ def discipline(settings: Settings, year: int, office: str | None = None) -> list
     client.disconnect()
     if lo is None or lo.year != year:
         return []
-    employees, results = _assess(settings, lo.replace(day=1), hi.replace(day=1), office)
+    employees, results = _assess(settings, lo.replace(day=1), hi, office)
     rows = []
     for e in employees:
         days = [d for r in results[e.nip] for d in r.days if d.date <= hi]

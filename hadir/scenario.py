@@ -173,7 +173,7 @@ def _excuses(root: Path, nips: set[str], problems: list[str]) -> list[Excuse]:
     return out
 
 
-def _event(root: Path, where: str, raw: Any, problems: list[str]) -> Event | None:
+def _event(root: Path, line: int, where: str, raw: Any, problems: list[str]) -> Event | None:
     if not isinstance(raw, dict):
         problems.append(f"{where}: not a JSON object")
         return None
@@ -209,7 +209,7 @@ def _event(root: Path, where: str, raw: Any, problems: list[str]) -> Event | Non
             problems.append(f"{where}: selfie {raw['selfie']} does not exist")
     if len(problems) > before or server is None:
         return None
-    return Event(int(where.rsplit(":", 1)[1]), event_id, str(raw["nip"]),
+    return Event(line, event_id, str(raw["nip"]),
                  str(raw["device_id"]), raw["type"], server, client, numbers["lat"],
                  numbers["lon"], numbers["accuracy_m"], raw["mock_location"], selfie,
                  str(raw.get("app_version", "")))
@@ -229,7 +229,7 @@ def _events(root: Path, problems: list[str]) -> list[Event]:
                 except json.JSONDecodeError as exc:
                     problems.append(f"{where}: not valid JSON: {exc.msg}")
                     continue
-                event = _event(root, where, raw, problems)
+                event = _event(root, n, where, raw, problems)
                 if event:
                     out.append(event)
     except FileNotFoundError:

@@ -116,7 +116,7 @@ def test_clickhouse_outage_mid_load(pipe: Pipeline, stack) -> None:  # type: ign
     def fault() -> None:
         clickhouse = ClickHouseServer(stack.infra)
         clickhouse.down()
-        time.sleep(30)
+        time.sleep(60)  # a minute without ClickHouse
         clickhouse.up()
 
     ids, _ = _load(pipe, fault)

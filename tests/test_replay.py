@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hadir import faces, replay, reports
-from hadir.demo import _verdicts, detection
+from hadir.demo import detection, verdicts_of
 from hadir.generate import generate
 from hadir.scenario import ScenarioError
 from sinks.clickhouse import connect
@@ -35,7 +35,7 @@ def test_replay_catches_every_injected_fraud(stack, scenario: Path) -> None:  # 
     assert summary.events == len(ids)
     assert sum(summary.verdicts.values()) == len(ids)
     assert summary.dead_letters == 0
-    table, honest = detection(scenario, _verdicts(stack, ids), ids)
+    table, honest = detection(scenario, verdicts_of(stack, ids), ids)
     for row in table:
         assert row["missed"] == 0, row
     assert sum(row["injected"] for row in table) > 0
