@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-FACES = SHARED / "faces" / "deepface"
 
 TEST_ENV = {
     "HADIR_INFRA_HOME": str(REPO / ".hadir-test"),

@@ -19,8 +19,8 @@ from hadir.config import Settings
 from hadir.generate import FreshShots, SelfieCamera, load_photo
 from hadir.serde import AvroCodec, Registry
 from sinks.clickhouse import connect
+from tests.paths import FACES as FACES_DIR
 
-FACES_DIR = Path(__file__).resolve().parents[2] / "shared" / "faces" / "deepface"
 KOBA = (-2.48600, 106.41000)  # office centre used by the pipeline tests
 OFFICE = {"type": "Polygon", "coordinates": [[
     [106.40960, -2.48640], [106.41040, -2.48640], [106.41040, -2.48560],

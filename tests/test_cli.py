@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from hadir.cli import main
-
-FACES = Path(__file__).resolve().parents[2] / "shared" / "faces" / "deepface"
+from tests.paths import FACES
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -28,10 +28,7 @@ from processors.face import (
     decode_image,
     hamming,
 )
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-FACES = SHARED / "faces" / "deepface"
-LIVENESS = SHARED / "models" / "liveness"
+from tests.paths import FACES, LIVENESS
 
 
 def photo(name: str) -> bytes:

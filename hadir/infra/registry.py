@@ -12,14 +12,16 @@ from pathlib import Path
 import requests
 
 from hadir.config import InfraSettings
-from hadir.infra.process import InfraError, ManagedProcess, port_open, tail, wait_until
+from hadir.infra.process import InfraError, ManagedProcess, port_open, tail
+from hadir.infra.service import LocalService
 
 HERE = Path(__file__).resolve().parent / "registry"
 RUNNER = HERE / "target" / "quarkus-app" / "quarkus-run.jar"
 
 
-class SchemaRegistryServer:
+class SchemaRegistryServer(LocalService):
     name = "registry"
+    start_timeout = 120.0
 
     def __init__(self, infra: InfraSettings) -> None:
         self.infra = infra
@@ -60,19 +62,14 @@ class SchemaRegistryServer:
         except requests.RequestException:
             return False
 
-    def up(self, timeout: float = 120.0) -> None:
-        if self.process.pid() is not None:
-            if wait_until(self.healthy, timeout):
-                return
-            raise InfraError(f"registry: running but not answering on {self.address}; see "
-                             f"{self.process.log_file}:\n{tail(self.process.log_file)}")
-        if port_open("127.0.0.1", self.infra.registry_port):
-            raise InfraError(f"registry: port {self.infra.registry_port} on 127.0.0.1 is taken "
-                             "by another program; stop it or set HADIR_INFRA_REGISTRY_PORT")
+    def ports(self) -> list[tuple[str, int, str]]:
+        return [("127.0.0.1", self.infra.registry_port, "HADIR_INFRA_REGISTRY_PORT")]
+
+    def prepare(self) -> tuple[list[str], Path | None]:
         self.ensure_built()
         data = self.dir / "data"
         data.mkdir(parents=True, exist_ok=True)
-        self.process.start([
+        return [
             "java", "-Xms64m", f"-Xmx{self.infra.registry_heap}", f"-Dhadir.home={self.dir}",
             "-Dquarkus.http.host=127.0.0.1", f"-Dquarkus.http.port={self.infra.registry_port}",
             "-Dapicurio.storage.kind=sql", "-Dapicurio.storage.sql.kind=h2",
@@ -81,16 +78,9 @@ class SchemaRegistryServer:
             "-Dapicurio.datasource.jdbc.initial-size=2", "-Dapicurio.datasource.jdbc.min-size=2",
             "-Dapicurio.datasource.jdbc.max-size=20",
             "-jar", str(RUNNER),
-        ])
-        if not wait_until(lambda: self.healthy() or self.process.exited(), timeout):
-            raise InfraError(f"registry: not healthy after {timeout:.0f}s; see "
-                             f"{self.process.log_file}:\n{tail(self.process.log_file)}")
-        if self.process.exited():
-            raise InfraError(f"registry: exited at start; see {self.process.log_file}:\n"
-                             f"{tail(self.process.log_file)}")
+        ], None
+
+    def after_start(self) -> None:
         # Schema evolution must stay readable by old consumers, as with Confluent's default.
         requests.put(f"{self.infra.registry}/config",
                      json={"compatibility": "BACKWARD"}, timeout=10).raise_for_status()
-
-    def down(self) -> bool:
-        return self.process.stop(timeout=30)

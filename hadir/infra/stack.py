@@ -7,24 +7,13 @@ creates the topics, registers the schemas and applies the ClickHouse migrations.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 from hadir.config import Settings
 from hadir.infra.clickhouse import ClickHouseServer
 from hadir.infra.kafka import KafkaBroker
-from hadir.infra.process import InfraError, ManagedProcess, wait_until
+from hadir.infra.process import InfraError, wait_until
 from hadir.infra.registry import SchemaRegistryServer
-
-
-class Service(Protocol):
-    name: str
-    process: ManagedProcess
-
-    @property
-    def address(self) -> str: ...
-    def up(self) -> None: ...
-    def down(self) -> bool: ...
-    def healthy(self) -> bool: ...
+from hadir.infra.service import LocalService
 
 
 @dataclass
@@ -36,7 +25,7 @@ class ServiceStatus:
     log: str
 
 
-def services(settings: Settings) -> list[Service]:
+def services(settings: Settings) -> list[LocalService]:
     """In start order: the registry keeps its schemas in a file, not in Kafka, but is started
     after the broker so a slow machine gives the broker the CPU first."""
     infra = settings.infra
