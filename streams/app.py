@@ -19,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import faust
+from aiokafka.partitioner import murmur2
 
 from hadir import topics
 from hadir.config import Settings
@@ -79,10 +81,51 @@ class DeadLetters:
         return await self.topic.send(value=self.codec.encode(record))
 
 
+async def crash_only(run: Awaitable[None], what: str) -> None:
+    """A stage that fails unexpectedly ends its worker process instead of leaving a live worker
+    with a dead agent: `hadir run` (or the orchestrator) restarts it, and at-least-once delivery
+    with idempotent outputs makes the restart lose and double nothing."""
+    try:
+        await run
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("%s crashed; exiting so that the worker is restarted", what)
+        os._exit(70)
+
+
+async def ack_all(stream: Any, events: list[Any]) -> None:
+    """Mark a batch done, only after its outputs and state are written: faust commits acked
+    offsets, also when stopping, so a batch cut short by a shutdown is delivered again.
+    (faust's take_events() acks in a ``finally``, even for a batch that was cancelled.)"""
+    for event in events:
+        await stream.ack(event)
+
+
 async def send_all(sends: list[Awaitable[Any]]) -> None:
     """Wait until Kafka acknowledged every output of a batch."""
     futures = [await s for s in sends]
     await asyncio.gather(*futures)
+
+
+class KeyPartitionedTable(faust.Table):  # type: ignore[misc]
+    """A table whose changelog partition is the key's partition in the input topic.
+
+    Keys are the raw key bytes of the input (key_type=bytes, used both when writing the
+    changelog and when recovering from it); values are JSON. The partition is computed here
+    with the producers' partitioner (murmur2, as aiokafka and the Java client), because faust's
+    own choice is either the current event's partition (wrong for a batch mixing partitions) or
+    the producer's, which fails while a new changelog topic is not in its metadata yet."""
+
+    def partition_for_key(self, key: Any) -> int:
+        return (murmur2(key) & 0x7FFFFFFF) % int(self.partitions)
+
+    @classmethod
+    def create(cls, app: faust.App, name: str, partitions: int) -> KeyPartitionedTable:
+        table = cls(app, name=name, default=None, key_type=bytes, partitions=partitions,
+                    beacon=app.tables.beacon)
+        app.tables.add(table)
+        return table
 
 
 Step = Callable[[dict[str, Any], Any], Awaitable[tuple[list[Any], Any]]]
@@ -92,9 +135,9 @@ async def keyed_batches(stream: Any, table: Any, codec: AvroCodec, dlq: DeadLett
                         key_field: str, step: Step) -> None:
     """The loop of a stateful stage: for each batch, decode each record, drop event ids the
     key's state has seen, run ``step`` (outputs to send, new state), wait until Kafka has every
-    output, then write the states. A state changed earlier in the batch is seen by later events
-    of the same key."""
-    async for events in stream.take_events(BATCH, within=BATCH_WAIT_S):
+    output, then write the states, then acknowledge the input. A state changed earlier in the
+    batch is seen by later events of the same key."""
+    async for events in stream.noack_take(BATCH, within=BATCH_WAIT_S):
         overlay: dict[bytes, Any] = {}
         sends: list[Awaitable[Any]] = []
         for event in events:
@@ -111,6 +154,7 @@ async def keyed_batches(stream: Any, table: Any, codec: AvroCodec, dlq: DeadLett
         await send_all(sends)
         for key, state in overlay.items():
             table[key] = state
+        await ack_all(stream, events)
 
 
 def build_core_app(settings: Settings) -> faust.App:
@@ -127,14 +171,10 @@ def build_core_app(settings: Settings) -> faust.App:
 
     # Keys are the raw key bytes and the changelog is partitioned like the input topic, so each
     # worker restores exactly the state of the partitions it owns.
-    # key_type=bytes makes faust use the raw key bytes both when writing the changelog and
-    # when recovering from it; values are JSON.
-    person_state = app.Table("person-state", default=None, key_type=bytes,
-                             partitions=topics.partitions(topics.FACED, settings.infra),
-                             use_partitioner=True)
-    device_state = app.Table("device-state", default=None, key_type=bytes,
-                             partitions=topics.partitions(topics.BY_DEVICE, settings.infra),
-                             use_partitioner=True)
+    person_state = KeyPartitionedTable.create(app, "person-state",
+                                              topics.partitions(topics.FACED, settings.infra))
+    device_state = KeyPartitionedTable.create(app, "device-state",
+                                              topics.partitions(topics.BY_DEVICE, settings.infra))
 
     ref = Reference(Geofences(policy=settings.geo))
     follower = ReferenceFollower(settings.infra.bootstrap, {
@@ -173,11 +213,13 @@ def build_core_app(settings: Settings) -> faust.App:
     @app.agent(faced)
     async def person(stream: Any) -> None:
         await follower.ready.wait()
-        await keyed_batches(stream, person_state, progress, dlq, "nip", person_outputs)
+        await crash_only(keyed_batches(stream, person_state, progress, dlq, "nip",
+                                       person_outputs), "person stage")
 
     @app.agent(by_device)
     async def device(stream: Any) -> None:
-        await keyed_batches(stream, device_state, progress, dlq, "device_id", device_outputs)
+        await crash_only(keyed_batches(stream, device_state, progress, dlq, "device_id",
+                                       device_outputs), "device stage")
 
     return app
 

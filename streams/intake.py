@@ -22,7 +22,7 @@ from hadir.serde import AvroCodec, Registry, SerdeError
 from processors import geo
 from processors.events import Checkin, Finding, InvalidCheckin, Reason
 from processors.face import FaceResult, ReplayIndex, TemplateError, decode_image
-from streams.app import DeadLetters, new_app, raw_topic, send_all
+from streams.app import DeadLetters, ack_all, crash_only, new_app, raw_topic, send_all
 from streams.records import checkin_from_raw, in_progress
 from streams.reference import ReferenceFollower
 
@@ -132,8 +132,11 @@ def build_intake_app(settings: Settings) -> faust.App:
     @app.agent(raw)
     async def intake(stream: Any) -> None:
         await follower.ready.wait()
+        await crash_only(batches(stream), "intake stage")
+
+    async def batches(stream: Any) -> None:
         loop = asyncio.get_running_loop()
-        async for events in stream.take_events(BATCH, within=BATCH_WAIT_S):
+        async for events in stream.noack_take(BATCH, within=BATCH_WAIT_S):
             sends: list[Awaitable[Any]] = []
             checked: list[tuple[Any, Checkin, list[Finding]]] = []
             for event in events:
@@ -175,5 +178,6 @@ def build_intake_app(settings: Settings) -> faust.App:
             sends.extend(pending)
             pending.clear()
             await send_all(sends)
+            await ack_all(stream, events)
 
     return app
