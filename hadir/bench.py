@@ -135,17 +135,9 @@ class Peak:
             progress: bool, timeout: float = 900) -> dict[str, Any]:
         """Publish ``events`` check-ins at ``rate`` per second (0: as fast as possible) and
         measure publish-to-verdict latency from the verdict topic."""
-        from confluent_kafka import Consumer, TopicPartition
-
         verdict_codec = AvroCodec(topics.VERDICTS, self.registry)
-        consumer = Consumer({"bootstrap.servers": self.settings.infra.bootstrap,
-                             "group.id": f"bench-{uuid.uuid4()}", "enable.auto.commit": False})
-        md = consumer.list_topics(topics.VERDICTS.name, timeout=10)
-        tps = []
-        for p in md.topics[topics.VERDICTS.name].partitions:
-            _, high = consumer.get_watermark_offsets(TopicPartition(topics.VERDICTS.name, p))
-            tps.append(TopicPartition(topics.VERDICTS.name, p, high))
-        consumer.assign(tps)
+        consumer = topics.consumer_from_now(self.settings.infra, topics.VERDICTS,
+                                            f"bench-{uuid.uuid4()}")
         sent: dict[str, float] = {}
         latency: list[float] = []
         done = threading.Event()

@@ -18,6 +18,7 @@ from hadir import faces, replay, reports
 from hadir.config import REPO_ROOT, Settings
 from hadir.generate import EXPECTED_REASON, FRAUD_KINDS, generate
 from hadir.output import emit, emit_object, to_json
+from hadir.queries import event_ids
 from sinks.clickhouse import connect
 
 FACES_DIR = REPO_ROOT.parent / "shared" / "faces" / "deepface"
@@ -33,8 +34,7 @@ def verdicts_of(settings: Settings, ids: list[str]) -> dict[str, tuple[str, list
     rows = client.execute(
         "SELECT event_id, verdict, reasons FROM checkins FINAL "
         "WHERE event_id IN (SELECT event_id FROM ids)",
-        external_tables=[{"name": "ids", "structure": [("event_id", "String")],
-                          "data": [{"event_id": i} for i in ids]}])
+        external_tables=event_ids(ids))
     client.disconnect()
     return {e: (v, list(r)) for e, v, r in rows}
 

@@ -18,6 +18,13 @@ CHECKIN_COLUMNS = ["event_id", "nip", "type", "server_time", "verdict", "reasons
                    "face_similarity", "h3_cell", "distance_m"]
 
 
+def event_ids(ids: list[str]) -> list[dict[str, Any]]:
+    """``ids`` as the external table ``ids`` (column event_id) of a clickhouse-driver query:
+    one round trip however many ids there are."""
+    return [{"name": "ids", "structure": [("event_id", "String")],
+             "data": [{"event_id": i} for i in ids]}]
+
+
 def _select(settings: Settings, table: str, columns: list[str], filters: dict[str, Any],
             order: str, limit: int) -> list[dict[str, Any]]:
     """Deduplicated rows of ``table`` matching the non-empty ``filters``, newest first."""
@@ -55,20 +62,10 @@ def checkins(settings: Settings, nip: str | None = None, verdict: str | None = N
 def follow_alerts(settings: Settings, fmt: str = "table") -> int:
     """Tail hadir.fraud.alerts from now on, one line per alert (JSON lines with --format json),
     as a compliance officer would watch them. Ctrl-C stops."""
-    from confluent_kafka import Consumer, TopicPartition
-
     from hadir.serde import AvroCodec, Registry
 
     codec = AvroCodec(topics.ALERTS, Registry(settings.infra.registry))
-    consumer = Consumer({"bootstrap.servers": settings.infra.bootstrap,
-                         "group.id": "hadir-alerts-follow", "enable.auto.commit": False})
-    metadata = consumer.list_topics(topics.ALERTS.name, timeout=10)
-    parts = metadata.topics[topics.ALERTS.name].partitions
-    tps = []
-    for p in parts:
-        _low, high = consumer.get_watermark_offsets(TopicPartition(topics.ALERTS.name, p), 10)
-        tps.append(TopicPartition(topics.ALERTS.name, p, high))
-    consumer.assign(tps)
+    consumer = topics.consumer_from_now(settings.infra, topics.ALERTS, "hadir-alerts-follow")
     if fmt == "table":
         print("following fraud alerts (Ctrl-C to stop) ...", flush=True)
     try:

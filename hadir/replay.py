@@ -25,6 +25,7 @@ from hadir import faces, topics, workers
 from hadir.config import Settings
 from hadir.infra import stack
 from hadir.output import emit, emit_object
+from hadir.queries import event_ids
 from hadir.scenario import Event, Scenario, ScenarioError, load
 from hadir.serde import AvroCodec, Registry
 from processors.face import EnrollmentError, Template
@@ -110,8 +111,7 @@ def _decided(settings: Settings, ids: list[str]) -> set[str]:
     client = connect(settings.infra)
     rows = client.execute(
         "SELECT DISTINCT event_id FROM checkins WHERE event_id IN (SELECT event_id FROM ids)",
-        external_tables=[{"name": "ids", "structure": [("event_id", "String")],
-                          "data": [{"event_id": i} for i in ids]}])
+        external_tables=event_ids(ids))
     client.disconnect()
     return {r[0] for r in rows}
 
@@ -146,18 +146,8 @@ class DeadLetterWatch:
     """Dead letters of the raw topic's records published by this run."""
 
     def __init__(self, settings: Settings) -> None:
-        from confluent_kafka import Consumer, TopicPartition
-
         self.codec = AvroCodec(topics.DLQ, Registry(settings.infra.registry))
-        self.consumer = Consumer({"bootstrap.servers": settings.infra.bootstrap,
-                                  "group.id": "hadir-replay", "enable.auto.commit": False})
-        md = self.consumer.list_topics(topics.DLQ.name, timeout=10)
-        tps = []
-        for part in md.topics[topics.DLQ.name].partitions:
-            _, high = self.consumer.get_watermark_offsets(
-                TopicPartition(topics.DLQ.name, part), timeout=10)
-            tps.append(TopicPartition(topics.DLQ.name, part, high))
-        self.consumer.assign(tps)
+        self.consumer = topics.consumer_from_now(settings.infra, topics.DLQ, "hadir-replay")
         self.letters: dict[tuple[int, int], str] = {}
 
     def poll(self) -> None:
@@ -174,8 +164,7 @@ class DeadLetterWatch:
 
 def _counts(settings: Settings, ids: list[str]) -> tuple[dict[str, int], dict[str, int]]:
     client = connect(settings.infra)
-    ext = [{"name": "ids", "structure": [("event_id", "String")],
-            "data": [{"event_id": i} for i in ids]}]
+    ext = event_ids(ids)
     verdicts = dict(client.execute(
         "SELECT verdict, count() FROM checkins FINAL WHERE event_id IN "
         "(SELECT event_id FROM ids) GROUP BY verdict ORDER BY verdict", external_tables=ext))

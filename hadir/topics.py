@@ -9,6 +9,7 @@ a newer record under the same key. Internal topics carry a check-in between stag
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from hadir.config import InfraSettings
 
@@ -66,3 +67,16 @@ def create_all(infra: InfraSettings, timeout: float = 30.0) -> list[str]:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
     return [t.topic for t in new]
+
+
+def consumer_from_now(infra: InfraSettings, topic: Topic, group: str) -> Any:
+    """A confluent-kafka consumer assigned every partition of ``topic`` at its current end:
+    it sees only what is published from now on (followers, replay's dead-letter watch, bench)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": infra.bootstrap, "group.id": group,
+                         "enable.auto.commit": False})
+    parts = consumer.list_topics(topic.name, timeout=10).topics[topic.name].partitions
+    consumer.assign([TopicPartition(topic.name, p, consumer.get_watermark_offsets(
+        TopicPartition(topic.name, p), timeout=10)[1]) for p in parts])
+    return consumer
