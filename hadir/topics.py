@@ -40,6 +40,28 @@ ALL: tuple[Topic, ...] = (RAW, VERDICTS, ALERTS, DLQ, EMPLOYEES, OFFICES, FACES,
 REFERENCE: tuple[Topic, ...] = (EMPLOYEES, OFFICES, FACES, EXCUSES)
 
 
+@dataclass(frozen=True)
+class Changelog:
+    """A faust table's changelog topic (JSON values, no schema), partitioned like the input
+    topic of the stage that owns the table. Created with the other topics: a worker that had
+    to create it while joining its consumer group could miss it in the group's metadata and
+    stall."""
+
+    app: str
+    table: str
+    like: Topic
+
+    @property
+    def name(self) -> str:
+        return f"{self.app}-{self.table}-changelog"  # faust's naming
+
+
+CORE_APP = "hadir-core"
+PERSON_STATE = Changelog(CORE_APP, "person-state", FACED)
+DEVICE_STATE = Changelog(CORE_APP, "device-state", BY_DEVICE)
+CHANGELOGS: tuple[Changelog, ...] = (PERSON_STATE, DEVICE_STATE)
+
+
 def partitions(topic: Topic, infra: InfraSettings) -> int:
     if topic.raw or topic in (FACED,):
         return infra.raw_partitions
@@ -47,7 +69,8 @@ def partitions(topic: Topic, infra: InfraSettings) -> int:
 
 
 def create_all(infra: InfraSettings, timeout: float = 30.0) -> list[str]:
-    """Create the topics that do not exist yet; returns the names created."""
+    """Create the topics (and the table changelogs) that do not exist yet; returns the names
+    created."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": infra.bootstrap})
@@ -57,6 +80,10 @@ def create_all(infra: InfraSettings, timeout: float = 30.0) -> list[str]:
                  config={"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
                  if t.compacted else {"retention.ms": str(7 * 24 * 3600 * 1000)})
         for t in ALL if t.name not in existing
+    ] + [
+        NewTopic(c.name, num_partitions=partitions(c.like, infra), replication_factor=1,
+                 config={"cleanup.policy": "compact"})
+        for c in CHANGELOGS if c.name not in existing
     ]
     if not new:
         return []

@@ -10,8 +10,9 @@ Two apps, so the expensive face stage scales apart from the rest (README: "Topol
 Each agent takes a batch of events, computes every output, waits until Kafka has acknowledged
 the outputs, and only then writes its table: after a crash a re-delivered event is recomputed
 from the same state (same output), and a duplicate event id is dropped only once its output is
-known to be out. faust commits the input offsets after the batch (at least once); the ClickHouse
-sink is idempotent on event_id, so nothing is counted twice.
+known to be out. Input offsets are committed after the batch (at least once, see
+:func:`input_batches`); the ClickHouse sink is idempotent on event_id, so nothing is counted
+twice.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -35,6 +36,7 @@ from processors.attendance import Excuse, ExcuseKind
 from processors.events import InvalidCheckin
 from processors.geo import GeofenceError, Geofences, office_from_feature
 from streams.core import Reference, device_step, person_step, seen
+from streams.offsets import Admit, OffsetLedger
 from streams.records import dead_letter
 from streams.reference import ReferenceFollower
 
@@ -42,6 +44,7 @@ log = logging.getLogger("hadir.streams")
 
 BATCH = 500
 BATCH_WAIT_S = 0.02
+COMMIT_EVERY_S = 0.5
 
 
 def new_app(name: str, settings: Settings) -> faust.App:
@@ -61,11 +64,12 @@ def new_app(name: str, settings: Settings) -> faust.App:
     )
 
 
-def raw_topic(app: faust.App, topic: topics.Topic) -> Any:
+def raw_topic(app: faust.App, topic: topics.Topic, stage_input: bool = False) -> Any:
     """Values stay bytes in faust: Hadir's own codecs decode them, so a bad record becomes a
-    dead letter instead of a crashed agent."""
+    dead letter instead of a crashed agent. A stage's input has faust's acknowledgements and
+    commits switched off: :func:`input_batches` commits it (streams/offsets.py says why)."""
     return app.topic(topic.name, key_type=bytes, value_type=bytes, key_serializer="raw",
-                     value_serializer="raw")
+                     value_serializer="raw", acks=not stage_input)
 
 
 class DeadLetters:
@@ -94,12 +98,67 @@ async def crash_only(run: Awaitable[None], what: str) -> None:
         os._exit(70)
 
 
-async def ack_all(stream: Any, events: list[Any]) -> None:
-    """Mark a batch done, only after its outputs and state are written: faust commits acked
-    offsets, also when stopping, so a batch cut short by a shutdown is delivered again.
-    (faust's take_events() acks in a ``finally``, even for a batch that was cancelled.)"""
-    for event in events:
-        await stream.ack(event)
+async def input_batches(app: faust.App, stream: Any,
+                        size: int = BATCH) -> AsyncIterator[list[Any]]:
+    """Batches of at most ``size`` events of a stage's input, each event once and, per
+    partition, in offset order. A batch is finished when the caller asks for the next one;
+    finished offsets are committed every COMMIT_EVERY_S (streams/offsets.py: why not by
+    faust). A crash or a stop re-delivers what was not committed; the stages are idempotent."""
+    consumer = app.consumer
+    ledger = OffsetLedger()
+    generation = app.consumer_generation_id
+    committer = asyncio.create_task(_commit_every(app, ledger))
+    try:
+        async for events in stream.noack_take(size, within=BATCH_WAIT_S):
+            if app.consumer_generation_id != generation:  # a rebalance: positions may change
+                generation = app.consumer_generation_id
+                ledger.forget()
+            batch = [e for e in events
+                     if ledger.admit(e.message.tp, e.message.offset,
+                                     consumer._committed_offset.get(e.message.tp))
+                     is Admit.PROCESS]
+            await _seek_back(consumer, ledger.rewinds(), "a hole in the offsets")
+            if not batch:
+                continue
+            yield batch
+            if app.consumer_generation_id == generation:
+                for event in batch:
+                    ledger.finished(event.message.tp, event.message.offset)
+    finally:
+        committer.cancel()
+
+
+async def _commit_every(app: faust.App, ledger: OffsetLedger) -> None:
+    """Commit the finished offsets, once what the stage wrote (outputs, table changelogs) is on
+    Kafka; seek back partitions that stalled with records left. (``_commit_offsets`` is
+    faust's own commit step, used directly because faust's acknowledgement bookkeeping is what
+    lost records.)"""
+    while True:
+        await asyncio.sleep(COMMIT_EVERY_S)
+        try:
+            offsets = ledger.committable()
+            if offsets:
+                await app.producer.flush()
+                await app.consumer._commit_offsets(offsets)
+            await _seek_back(app.consumer, ledger.stalled(lambda tp: _log_end(app, tp)),
+                             "a stalled partition")
+        except Exception:  # a rebalance in between: the next round (or owner) commits
+            log.warning("offset commit skipped", exc_info=True)
+
+
+def _log_end(app: faust.App, tp: Any) -> int | None:
+    """The partition's end as last seen by the consumer (None if it is not assigned now)."""
+    try:
+        return int(app.consumer.highwater(tp))
+    except Exception:
+        return None
+
+
+async def _seek_back(consumer: Any, positions: dict[Any, int], why: str) -> None:
+    for tp, offset in positions.items():
+        log.warning("%s[%d]: %s; reading again from offset %d", tp.topic, tp.partition, why,
+                    offset)
+        await consumer.seek(tp, offset)
 
 
 async def send_all(sends: list[Awaitable[Any]]) -> None:
@@ -121,8 +180,10 @@ class KeyPartitionedTable(faust.Table):  # type: ignore[misc]
         return (murmur2(key) & 0x7FFFFFFF) % int(self.partitions)
 
     @classmethod
-    def create(cls, app: faust.App, name: str, partitions: int) -> KeyPartitionedTable:
-        table = cls(app, name=name, default=None, key_type=bytes, partitions=partitions,
+    def create(cls, app: faust.App, changelog: topics.Changelog,
+               settings: Settings) -> KeyPartitionedTable:
+        table = cls(app, name=changelog.table, default=None, key_type=bytes,
+                    partitions=topics.partitions(changelog.like, settings.infra),
                     beacon=app.tables.beacon)
         app.tables.add(table)
         return table
@@ -131,13 +192,13 @@ class KeyPartitionedTable(faust.Table):  # type: ignore[misc]
 Step = Callable[[dict[str, Any], Any], Awaitable[tuple[list[Any], Any]]]
 
 
-async def keyed_batches(stream: Any, table: Any, codec: AvroCodec, dlq: DeadLetters,
-                        key_field: str, step: Step) -> None:
+async def keyed_batches(app: faust.App, stream: Any, table: Any, codec: AvroCodec,
+                        dlq: DeadLetters, key_field: str, step: Step) -> None:
     """The loop of a stateful stage: for each batch, decode each record, drop event ids the
     key's state has seen, run ``step`` (outputs to send, new state), wait until Kafka has every
-    output, then write the states, then acknowledge the input. A state changed earlier in the
-    batch is seen by later events of the same key."""
-    async for events in stream.noack_take(BATCH, within=BATCH_WAIT_S):
+    output, then write the states; only then is the batch finished. A state changed earlier in
+    the batch is seen by later events of the same key."""
+    async for events in input_batches(app, stream):
         overlay: dict[bytes, Any] = {}
         sends: list[Awaitable[Any]] = []
         for event in events:
@@ -154,27 +215,25 @@ async def keyed_batches(stream: Any, table: Any, codec: AvroCodec, dlq: DeadLett
         await send_all(sends)
         for key, state in overlay.items():
             table[key] = state
-        await ack_all(stream, events)
 
 
 def build_core_app(settings: Settings) -> faust.App:
     """The person and device stages, with their tables and the reference data they follow."""
-    app = new_app("hadir-core", settings)
+    app = new_app(topics.CORE_APP, settings)
     registry = Registry(settings.infra.registry)
     progress = AvroCodec(topics.FACED, registry)
     verdict_codec = AvroCodec(topics.VERDICTS, registry)
     alert_codec = AvroCodec(topics.ALERTS, registry)
     dlq = DeadLetters(app, registry, "core")
-    faced, by_device = raw_topic(app, topics.FACED), raw_topic(app, topics.BY_DEVICE)
+    faced = raw_topic(app, topics.FACED, stage_input=True)
+    by_device = raw_topic(app, topics.BY_DEVICE, stage_input=True)
     verdicts, alerts = raw_topic(app, topics.VERDICTS), raw_topic(app, topics.ALERTS)
     tz = ZoneInfo(settings.attendance.timezone)
 
     # Keys are the raw key bytes and the changelog is partitioned like the input topic, so each
     # worker restores exactly the state of the partitions it owns.
-    person_state = KeyPartitionedTable.create(app, "person-state",
-                                              topics.partitions(topics.FACED, settings.infra))
-    device_state = KeyPartitionedTable.create(app, "device-state",
-                                              topics.partitions(topics.BY_DEVICE, settings.infra))
+    person_state = KeyPartitionedTable.create(app, topics.PERSON_STATE, settings)
+    device_state = KeyPartitionedTable.create(app, topics.DEVICE_STATE, settings)
 
     ref = Reference(Geofences(policy=settings.geo))
     follower = ReferenceFollower(settings.infra.bootstrap, {
@@ -213,12 +272,12 @@ def build_core_app(settings: Settings) -> faust.App:
     @app.agent(faced)
     async def person(stream: Any) -> None:
         await follower.ready.wait()
-        await crash_only(keyed_batches(stream, person_state, progress, dlq, "nip",
+        await crash_only(keyed_batches(app, stream, person_state, progress, dlq, "nip",
                                        person_outputs), "person stage")
 
     @app.agent(by_device)
     async def device(stream: Any) -> None:
-        await crash_only(keyed_batches(stream, device_state, progress, dlq, "device_id",
+        await crash_only(keyed_batches(app, stream, device_state, progress, dlq, "device_id",
                                        device_outputs), "device stage")
 
     return app

@@ -22,14 +22,13 @@ from hadir.serde import AvroCodec, Registry, SerdeError
 from processors import geo
 from processors.events import Checkin, Finding, InvalidCheckin, Reason
 from processors.face import FaceResult, ReplayIndex, TemplateError, decode_image
-from streams.app import DeadLetters, ack_all, crash_only, new_app, raw_topic, send_all
+from streams.app import DeadLetters, crash_only, input_batches, new_app, raw_topic, send_all
 from streams.records import checkin_from_raw, in_progress
 from streams.reference import ReferenceFollower
 
 log = logging.getLogger("hadir.intake")
 
 BATCH = 64  # check-ins taken together; their selfies are verified as one batch
-BATCH_WAIT_S = 0.02
 
 
 class SharedStore(MutableMapping[str, str]):
@@ -72,7 +71,8 @@ def build_intake_app(settings: Settings) -> faust.App:
     progress = AvroCodec(topics.FACED, registry)
     selfie_codec = AvroCodec(topics.SELFIES, registry)
     dlq = DeadLetters(app, registry, "intake")
-    raw, faced = raw_topic(app, topics.RAW), raw_topic(app, topics.FACED)
+    raw = raw_topic(app, topics.RAW, stage_input=True)
+    faced = raw_topic(app, topics.FACED)
     selfies = raw_topic(app, topics.SELFIES)
 
     verifier = faces.verifier(settings)
@@ -136,7 +136,7 @@ def build_intake_app(settings: Settings) -> faust.App:
 
     async def batches(stream: Any) -> None:
         loop = asyncio.get_running_loop()
-        async for events in stream.noack_take(BATCH, within=BATCH_WAIT_S):
+        async for events in input_batches(app, stream, BATCH):
             sends: list[Awaitable[Any]] = []
             checked: list[tuple[Any, Checkin, list[Finding]]] = []
             for event in events:
@@ -178,6 +178,5 @@ def build_intake_app(settings: Settings) -> faust.App:
             sends.extend(pending)
             pending.clear()
             await send_all(sends)
-            await ack_all(stream, events)
 
     return app

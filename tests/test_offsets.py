@@ -1,0 +1,96 @@
+"""The input-offset ledger (streams/offsets.py): only finished, gap-free offsets are committed,
+holes are sought back to, stalled partitions are noticed. Plain data, a fake clock."""
+
+from __future__ import annotations
+
+from streams.offsets import REWIND_EVERY_S, STALL_S, Admit, OffsetLedger
+
+TP = ("hadir.internal.faced", 0)
+OTHER = ("hadir.internal.faced", 1)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_in_order_records_are_processed_and_committed_once_finished() -> None:
+    ledger = OffsetLedger(Clock())
+    assert [ledger.admit(TP, o, committed=10) for o in (10, 11, 12)] == [Admit.PROCESS] * 3
+    assert ledger.committable() == {}  # read, not finished
+    for o in (10, 11):
+        ledger.finished(TP, o)
+    assert ledger.committable() == {TP: 12}
+    assert ledger.committable() == {}  # nothing new
+    ledger.finished(TP, 12)
+    assert ledger.committable() == {TP: 13}
+
+
+def test_a_redelivered_record_is_done_already() -> None:
+    ledger = OffsetLedger(Clock())
+    for o in (5, 6, 7):
+        assert ledger.admit(TP, o, committed=5) is Admit.PROCESS
+    assert ledger.admit(TP, 6, committed=5) is Admit.DONE
+
+
+def test_a_hole_holds_later_records_and_asks_to_seek_back() -> None:
+    clock = Clock()
+    ledger = OffsetLedger(clock)
+    for o in (10, 11):
+        assert ledger.admit(TP, o, committed=10) is Admit.PROCESS
+        ledger.finished(TP, o)
+    assert ledger.admit(TP, 15, committed=10) is Admit.HOLD  # 12-14 were dropped
+    assert ledger.admit(TP, 16, committed=10) is Admit.HOLD
+    assert ledger.rewinds() == {TP: 12}
+    assert ledger.rewinds() == {}  # not again at once
+    clock.now += REWIND_EVERY_S
+    assert ledger.rewinds() == {TP: 12}  # still open: again
+    assert ledger.committable() == {TP: 12}  # never past the hole
+    assert [ledger.admit(TP, o, committed=10) for o in (12, 13, 14, 15, 16)] == \
+        [Admit.PROCESS] * 5
+    clock.now += REWIND_EVERY_S
+    assert ledger.rewinds() == {}  # the hole is closed
+
+
+def test_partitions_are_independent() -> None:
+    ledger = OffsetLedger(Clock())
+    assert ledger.admit(TP, 0, committed=None) is Admit.PROCESS
+    assert ledger.admit(OTHER, 40, committed=40) is Admit.PROCESS
+    assert ledger.admit(OTHER, 42, committed=40) is Admit.HOLD
+    assert ledger.admit(TP, 1, committed=None) is Admit.PROCESS
+    assert ledger.rewinds() == {OTHER: 41}
+
+
+def test_first_record_below_the_committed_offset_is_done() -> None:
+    ledger = OffsetLedger(Clock())
+    assert ledger.admit(TP, 7, committed=9) is Admit.DONE
+    assert ledger.admit(TP, 10, committed=9) is Admit.HOLD  # 9 is missing
+    assert ledger.rewinds() == {TP: 9}
+
+
+def test_forget_relearns_from_the_committed_offset() -> None:
+    ledger = OffsetLedger(Clock())
+    for o in (0, 1, 2):
+        ledger.admit(TP, o, committed=0)
+        ledger.finished(TP, o)
+    ledger.forget()  # a rebalance; another worker had the partition and committed 50
+    assert ledger.committable() == {}
+    assert ledger.admit(TP, 3, committed=50) is Admit.DONE
+    assert ledger.admit(TP, 50, committed=50) is Admit.PROCESS
+
+
+def test_a_partition_that_stops_advancing_with_records_left_is_sought_back() -> None:
+    clock = Clock()
+    ledger = OffsetLedger(clock)
+    ledger.admit(TP, 0, committed=0)
+    ledger.admit(TP, 1, committed=0)
+    ends = {TP: 2}
+    clock.now += STALL_S
+    assert ledger.stalled(ends.get) == {}  # read up to the end: idle, not stalled
+    ends[TP] = 9  # records 2-8 exist but never came
+    assert ledger.stalled(ends.get) == {TP: 2}
+    assert ledger.stalled(ends.get) == {}  # not again at once
+    assert ledger.stalled(lambda tp: None) == {}  # end unknown (not assigned now)
