@@ -12,7 +12,7 @@ import pytest
 
 from hadir import topics
 from hadir.infra import stack as infra_stack
-from hadir.infra.kafka import KafkaBroker
+from hadir.infra.kafka import KafkaBroker, new_cluster_id
 from hadir.infra.process import InfraError
 from hadir.serde import AvroCodec, Registry, RegistryError, SerdeError
 
@@ -156,6 +156,22 @@ def test_port_taken_is_a_clear_error(stack, tmp_path) -> None:  # type: ignore[n
         infra = dataclasses.replace(stack.infra, home=str(tmp_path), kafka_port=port)
         with pytest.raises(InfraError, match=f"kafka: port {port} .* is taken"):
             KafkaBroker(infra).up()
+
+
+def test_cluster_ids_never_read_as_an_option() -> None:
+    ids = [new_cluster_id() for _ in range(3000)]  # about 47 would start with "-" unchecked
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+
+
+def test_storage_formats_with_a_cluster_id_starting_with_a_dash(stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A stack formatted before ids were checked may hold such an id; it must still format."""
+    broker = KafkaBroker(dataclasses.replace(stack.infra, home=str(tmp_path)))
+    broker.libs = KafkaBroker(stack.infra).libs  # the jars the stack already resolved
+    broker.dir.mkdir(parents=True)
+    broker._write_config()
+    (broker.dir / "cluster.id").write_text("-" + new_cluster_id()[1:])
+    broker._format()
+    assert (broker.data / "meta.properties").exists()
 
 
 def test_missing_java_is_a_clear_error(stack, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

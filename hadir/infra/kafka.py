@@ -16,6 +16,15 @@ from hadir.infra.service import LocalService
 HERE = Path(__file__).resolve().parent / "kafka"
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: a base64url UUID of 22 characters that does not start with "-" (as
+    Kafka's own Uuid.randomUuid: one in 64 would read as a command-line option)."""
+    while True:
+        raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not raw.startswith("-"):
+            return raw
+
+
 class KafkaBroker(LocalService):
     name = "kafka"
     start_timeout = 90.0
@@ -88,14 +97,12 @@ message.max.bytes=4194304
             return
         cluster_id_file = self.dir / "cluster.id"
         if not cluster_id_file.exists():
-            # KRaft wants a base64url UUID of 22 characters.
-            raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            cluster_id_file.write_text(raw)
+            cluster_id_file.write_text(new_cluster_id())
         log = self.dir / "format.log"
         with log.open("w") as out:
             rc = subprocess.call(
                 ["java", "-cp", f"{self.libs}/*", "kafka.tools.StorageTool", "format",
-                 "-t", cluster_id_file.read_text().strip(), "-c", str(self.properties),
+                 f"--cluster-id={cluster_id_file.read_text().strip()}", "-c", str(self.properties),
                  "--ignore-formatted"],
                 stdout=out, stderr=subprocess.STDOUT,
             )
