@@ -35,15 +35,28 @@ def connect(infra: InfraSettings, database: str | None = None) -> Client:
                   send_receive_timeout=120, settings={"use_numpy": False})
 
 
-def _dt(value: datetime | None) -> datetime | None:
-    """ClickHouse DateTime columns take naive UTC datetimes (the server runs in UTC)."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).replace(tzinfo=None)
+def _seconds(ms: int | None) -> int | None:
+    """An epoch-millisecond timestamp as a ClickHouse DateTime (epoch seconds, UTC)."""
+    return None if ms is None else ms // 1000
 
 
-def _ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)
+class LocalDates:
+    """Epoch milliseconds -> the date in one time zone, remembered per 15 minutes of UTC time
+    (every zone's offset is a multiple of 15 minutes, so a local midnight never falls inside
+    one of those spans)."""
+
+    def __init__(self, tz: ZoneInfo) -> None:
+        self.tz = tz
+        self._dates: dict[int, date] = {}
+
+    def __call__(self, ms: int) -> date:
+        span = ms // 900_000
+        day = self._dates.get(span)
+        if day is None:
+            if len(self._dates) > 100_000:  # three years of spans: start over
+                self._dates.clear()
+            day = self._dates[span] = datetime.fromtimestamp(span * 900, self.tz).date()
+        return day
 
 
 @dataclass(frozen=True)
@@ -57,22 +70,23 @@ class TableMapping:
 
 
 def _mappings(tz: ZoneInfo) -> list[TableMapping]:
-    def local(t: datetime) -> date:
-        return t.astimezone(tz).date()
+    """Records are decoded without Avro logical types: timestamps are epoch milliseconds."""
+    local = LocalDates(tz)
 
     def verdict_row(_key: bytes | None, v: dict[str, Any] | None, _off: int) -> Row:
         assert v is not None
+        at = v["server_time"]
         return (v["event_id"], v["nip"], v["device_id"], v["office_id"], v["type"],
-                _dt(v["server_time"]), _ms(v["server_time"]), local(v["server_time"]),
-                _dt(v["client_time"]), v["verdict"], list(v["reasons"]), v["face_similarity"],
-                v["spoof_score"], v["h3_cell"], v["distance_m"], v["lat"], v["lon"],
-                v["accuracy_m"], _dt(v["decided_at"]), _ms(v["decided_at"]))
+                at // 1000, at, local(at), _seconds(v["client_time"]), v["verdict"],
+                v["reasons"], v["face_similarity"], v["spoof_score"], v["h3_cell"],
+                v["distance_m"], v["lat"], v["lon"], v["accuracy_m"], v["decided_at"] // 1000,
+                v["decided_at"])
 
     def alert_row(_key: bytes | None, v: dict[str, Any] | None, _off: int) -> Row:
         assert v is not None
         return (v["alert_id"], v["event_id"], v["nip"], v["device_id"], v["office_id"],
-                v["rule"], v["severity"], _dt(v["server_time"]), local(v["server_time"]),
-                _dt(v["detected_at"]), v["evidence"], _ms(v["detected_at"]))
+                v["rule"], v["severity"], v["server_time"] // 1000, local(v["server_time"]),
+                v["detected_at"] // 1000, v["evidence"], v["detected_at"])
 
     def employee_row(key: bytes | None, v: dict[str, Any] | None, off: int) -> Row:
         if v is None:
@@ -141,7 +155,8 @@ class ClickHouseSink:
         infra = settings.infra
         registry = Registry(infra.registry)
         self.mappings = {m.topic.name: m for m in (tables or mappings(settings))}
-        self.codecs = {name: AvroCodec(m.topic, registry) for name, m in self.mappings.items()}
+        self.codecs = {name: AvroCodec(m.topic, registry, logical_types=False)
+                       for name, m in self.mappings.items()}
         self.dlq = AvroCodec(topics.DLQ, registry)
         self.consumer = Consumer({
             "bootstrap.servers": infra.bootstrap, "group.id": group_id,

@@ -1,0 +1,61 @@
+"""The sink's row conversion, without services: records decoded without Avro logical types
+(timestamps as epoch milliseconds) become ClickHouse rows with the right seconds and local
+dates."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
+
+import fastavro
+
+from hadir.serde import parsed_schema, schema_text, without_logical_types
+from sinks.clickhouse import LocalDates, _mappings
+
+WIB = ZoneInfo("Asia/Jakarta")
+
+
+def _ms(text: str) -> int:
+    return int(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+def test_local_dates_change_at_local_midnight() -> None:
+    local = LocalDates(WIB)  # UTC+7: local midnight is 17:00 UTC
+    assert local(_ms("2026-06-01T16:59:59.999+00:00")) == date(2026, 6, 1)
+    assert local(_ms("2026-06-01T17:00:00+00:00")) == date(2026, 6, 2)
+    assert local(_ms("2026-06-01T16:59:59.999+00:00")) == date(2026, 6, 1)  # from the cache
+
+
+def test_local_dates_in_a_zone_with_daylight_saving() -> None:
+    local = LocalDates(ZoneInfo("Europe/Amsterdam"))  # UTC+2 in summer, UTC+1 in winter
+    assert local(_ms("2026-07-01T21:59:00+00:00")) == date(2026, 7, 1)
+    assert local(_ms("2026-07-01T22:00:00+00:00")) == date(2026, 7, 2)
+    assert local(_ms("2026-12-01T22:59:00+00:00")) == date(2026, 12, 1)
+    assert local(_ms("2026-12-01T23:00:00+00:00")) == date(2026, 12, 2)
+
+
+def test_verdict_decoded_without_logical_types_becomes_a_row() -> None:
+    at = datetime(2026, 6, 1, 23, 45, 30, 250000, tzinfo=UTC)  # 06:45 on 2 June in WIB
+    record = {"event_id": "0b9d4f7e-8f51-4d84-9a43-93c5b3bb1c0e", "nip": "198001012005011001",
+              "device_id": "d1", "office_id": "KOBA", "type": "IN", "server_time": at,
+              "client_time": None, "verdict": "ACCEPTED", "reasons": ["LOW_ACCURACY"],
+              "face_similarity": 0.5, "spoof_score": None, "h3_cell": "8a6526a8a6dffff",
+              "distance_m": 0.0, "lat": -2.486, "lon": 106.41, "accuracy_m": 10.0,
+              "decided_at": at}
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, parsed_schema("CheckinVerdict"), record)
+    plain = fastavro.parse_schema(without_logical_types(json.loads(
+        schema_text("CheckinVerdict"))))
+    value = fastavro.schemaless_reader(io.BytesIO(out.getvalue()), plain, None)
+    assert value["server_time"] == 1780357530250 and value["event_id"] == record["event_id"]
+
+    mapping = next(m for m in _mappings(WIB) if m.table == "checkins")
+    row = dict(zip(mapping.columns, mapping.to_row(None, value, 0), strict=True))
+    assert row["server_time"] == 1780357530  # DateTime: epoch seconds
+    assert row["server_time_ms"] == 1780357530250
+    assert row["local_date"] == date(2026, 6, 2)
+    assert row["client_time"] is None
+    assert row["reasons"] == ["LOW_ACCURACY"]
+    assert row["version"] == 1780357530250
