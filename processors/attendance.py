@@ -11,15 +11,17 @@ not; the caller filters), both taken on the local date of the policy's time zone
 
 from __future__ import annotations
 
+import bisect
 import calendar as stdcalendar
 import enum
+import functools
 import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import cached_property
-from typing import Protocol
+from typing import NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
 import holidays
@@ -205,8 +207,13 @@ class AttendancePolicy:
 
 def month_dates(year: int, month: int) -> list[date]:
     """Every calendar date of the month."""
+    return list(_month_dates(year, month))
+
+
+@functools.cache
+def _month_dates(year: int, month: int) -> tuple[date, ...]:
     first = date(year, month, 1)
-    return [first + timedelta(days=n) for n in range(stdcalendar.monthrange(year, month)[1])]
+    return tuple(first + timedelta(days=n) for n in range(stdcalendar.monthrange(year, month)[1]))
 
 
 class WorkCalendar:
@@ -226,6 +233,8 @@ class WorkCalendar:
         self._regular = (_parse_hours(policy.mon_thu), _parse_hours(policy.fri))
         self._fasting = (_parse_hours(policy.ramadan_mon_thu), _parse_hours(policy.ramadan_fri))
         self._schedules: dict[date, tuple[time, time] | None] = {}
+        self._minutes: dict[date, tuple[int, int] | None] = {}
+        self._months: dict[tuple[int, int], tuple[tuple[date, tuple[int, int] | None], ...]] = {}
         # Years are filled in lazily by the library on first lookup.
         self._holidays = holidays.country_holidays(
             "ID",
@@ -270,6 +279,22 @@ class WorkCalendar:
                 hours = fri if day.weekday() == 4 else mon_thu
             self._schedules[day] = hours
         return self._schedules[day]
+
+    def schedule_minutes(self, day: date) -> tuple[int, int] | None:
+        """:meth:`schedule` as minutes of the day."""
+        if day not in self._minutes:
+            hours = self.schedule(day)
+            self._minutes[day] = None if hours is None else (_minutes(hours[0]),
+                                                             _minutes(hours[1]))
+        return self._minutes[day]
+
+    def month_hours(self, year: int, month: int) -> tuple[tuple[date, tuple[int, int] | None], ...]:
+        """Every date of the month with :meth:`schedule_minutes` (a report asks per ASN)."""
+        key = (year, month)
+        if key not in self._months:
+            self._months[key] = tuple((day, self.schedule_minutes(day))
+                                      for day in _month_dates(year, month))
+        return self._months[key]
 
     def working_days(self, year: int, month: int) -> list[date]:
         return [day for day in month_dates(year, month) if self.is_working_day(day)]
@@ -334,8 +359,7 @@ def attendance_times(
     return first_in, last_out
 
 
-@dataclass(frozen=True)
-class DayRecord:
+class DayRecord(NamedTuple):
     """One ASN's assessed date, enough to explain every rupiah of the month.
 
     ``late_min`` / ``early_min`` are measured on every working day with the matching time
@@ -359,13 +383,20 @@ class DayRecord:
     cut_pct: Decimal
 
 
-def _minute_of_day(moment: datetime, calendar: WorkCalendar) -> int:
-    """Local wall-clock minute, seconds truncated: 07:30:59 -> 07:30."""
-    local = moment.astimezone(calendar.tz)
-    return local.hour * 60 + local.minute
+def _local_on(moment: datetime | None, day: date, tz: ZoneInfo) -> datetime | None:
+    """``moment`` on the local wall clock; it must be aware and fall on ``day``."""
+    if moment is None:
+        return None
+    if moment.tzinfo is not tz and (moment.tzinfo is None or moment.utcoffset() is None):
+        raise ValueError(f"naive datetime {moment.isoformat()}: an offset is required")
+    local = moment.astimezone(tz)  # no work when already local
+    if local.date() != day:
+        raise ValueError(f"{moment.isoformat()} is not on attendance day {day}")
+    return local
 
 
-def _minutes(at: time) -> int:
+def _minutes(at: time | datetime) -> int:
+    """Wall-clock minute of the day, seconds truncated: 07:30:59 -> 07:30."""
     return at.hour * 60 + at.minute
 
 
@@ -375,7 +406,10 @@ def _bracket(minutes: int | None, limits: tuple[int, ...]) -> int:
         return 4
     if minutes <= 0:
         return 0
-    return 1 + sum(minutes > limit for limit in limits)
+    return 1 + bisect.bisect_left(limits, minutes)
+
+
+_NO_CUT = Decimal(0)
 
 
 def assess_day(
@@ -393,34 +427,37 @@ def assess_day(
     so an OUT at 15:59:30 counts as 15:59, 1 minute early. Truncating both ways follows
     DESIGN.md literally; it favours the ASN arriving and penalises leaving within the last minute.
     """
-    for moment in (first_in, last_out):
-        if moment is not None and calendar.local_date(moment) != day:
-            raise ValueError(f"{moment.isoformat()} is not on attendance day {day}")
-    hours = calendar.schedule(day)
-    late = early = None
-    if hours is not None:
-        start, end = hours
-        if first_in is not None:
-            late = max(0, _minute_of_day(first_in, calendar) - _minutes(start))
-        if last_out is not None:
-            early = max(0, _minutes(end) - _minute_of_day(last_out, calendar))
-    working = hours is not None
+    return _assess(nip, day, calendar.schedule_minutes(day), first_in, last_out, excuse,
+                   calendar.tz, calendar.policy)
+
+
+def _assess(nip: str, day: date, hours: tuple[int, int] | None, first_in: datetime | None,
+            last_out: datetime | None, excuse: ExcuseKind | None, tz: ZoneInfo,
+            policy: AttendancePolicy) -> DayRecord:
+    """:func:`assess_day` with the day's hours (in minutes) and the policy looked up."""
+    local_in = _local_on(first_in, day, tz)
+    local_out = _local_on(last_out, day, tz)
+    if hours is None:  # a day off: nothing is measured, nothing is cut
+        return DayRecord(nip, day, False, excuse, first_in, last_out, None, None, 0, 0, False,
+                         False, _NO_CUT)
+    start, end = hours
+    late = None if local_in is None else max(0, _minutes(local_in) - start)
+    early = None if local_out is None else max(0, end - _minutes(local_out))
     checked = first_in is not None or last_out is not None
-    present = working and (checked or excuse is ExcuseKind.DINAS_LUAR)
-    tk = working and excuse is None and not checked
+    present = checked or excuse is ExcuseKind.DINAS_LUAR
+    tk = excuse is None and not checked
     tl = psw = 0
-    cut = Decimal(0)
-    policy = calendar.policy
+    cut = _NO_CUT
     if tk:
         cut = policy.tk_cut
-    elif working and excuse is None:
+    elif excuse is None:
         tl = _bracket(late, policy.tl_limits)
         psw = _bracket(early, policy.psw_limits)
         cut = policy.tl_cuts[tl] + policy.psw_cuts[psw]
     return DayRecord(
         nip=nip,
         date=day,
-        working=working,
+        working=True,
         excuse=excuse,
         first_in=first_in,
         last_out=last_out,
@@ -484,27 +521,34 @@ def tpp_amounts(base_idr: int, cut_pct: Decimal) -> tuple[int, int]:
     return cut, base_idr - cut
 
 
-def _code_counts(codes: Iterable[int]) -> tuple[int, int, int, int]:
-    found = list(codes)
-    one, two, three, four = (found.count(code) for code in (1, 2, 3, 4))
-    return one, two, three, four
-
-
 def tpp_line(employee: TppEmployee, days: Iterable[DayRecord], policy: AttendancePolicy) -> TppLine:
     """Sum one ASN's assessed days (normally one month) into a report line."""
-    worked = [day for day in days if day.working]
-    cut_pct = min(sum((day.cut_pct for day in worked), Decimal(0)), policy.cap)
+    working = present = excused = tk = 0
+    tl = [0] * 5
+    psw = [0] * 5
+    cut_sum = Decimal(0)
+    for day in days:
+        if not day.working:
+            continue
+        working += 1
+        present += day.present
+        excused += day.excuse is not None
+        tk += day.tk
+        tl[day.tl_code] += 1
+        psw[day.psw_code] += 1
+        cut_sum += day.cut_pct
+    cut_pct = min(cut_sum, policy.cap)
     cut_idr, paid_idr = tpp_amounts(employee.tpp_base_idr, cut_pct)
     return TppLine(
         nip=employee.nip,
         name=employee.name,
         office_id=employee.office_id,
-        working_days=len(worked),
-        present_days=sum(day.present for day in worked),
-        excused_days=sum(day.excuse is not None for day in worked),
-        tk_days=sum(day.tk for day in worked),
-        tl=_code_counts(day.tl_code for day in worked),
-        psw=_code_counts(day.psw_code for day in worked),
+        working_days=working,
+        present_days=present,
+        excused_days=excused,
+        tk_days=tk,
+        tl=(tl[1], tl[2], tl[3], tl[4]),
+        psw=(psw[1], psw[2], psw[3], psw[4]),
         cut_pct=cut_pct,
         tpp_base_idr=employee.tpp_base_idr,
         tpp_cut_idr=cut_idr,
@@ -527,18 +571,14 @@ def tpp_month(
     other ASN's excuses; only those with the employee's NIP apply.
     """
     own = [excuse for excuse in excuses if excuse.nip == employee.nip]
+    nip, tz, policy = employee.nip, calendar.tz, calendar.policy
+    first_in, last_out = first_in_by_date.get, last_out_by_date.get
     days = tuple(
-        assess_day(
-            employee.nip,
-            day,
-            first_in_by_date.get(day),
-            last_out_by_date.get(day),
-            excuse_on(own, day),
-            calendar,
-        )
-        for day in month_dates(year, month)
+        _assess(nip, day, hours, first_in(day), last_out(day),
+                excuse_on(own, day) if own else None, tz, policy)
+        for day, hours in calendar.month_hours(year, month)
     )
-    return tpp_line(employee, days, calendar.policy), days
+    return tpp_line(employee, days, policy), days
 
 
 @dataclass(frozen=True)
