@@ -9,7 +9,9 @@
 - report: the TPP report's time for 5,000 ASN x 1 month and x 12 months.
 
 The pipeline, sink and report benchmarks run on a stack of their own (state in .hadir-bench,
-ports 2xxxx), so they never mix with the demo's data; it is stopped at the end.
+ports 2xxxx), so they never mix with the demo's data; it starts empty on every run (state
+left by an earlier run, such as large table changelogs, would change what is measured) and is
+stopped at the end.
 """
 
 from __future__ import annotations
@@ -332,6 +334,7 @@ def run(settings: Settings, only: str | None = None, out: Path = Path("out/bench
     bench = bench_settings(settings)
     if needs_stack:
         os.environ.update(_env(bench))  # the workers started for the bench inherit these
+        stack.wipe(bench)  # every run measures the same thing: empty topics, tables and state
         stack.up(bench, progress=progress)
         steps.update({"pipeline": lambda: bench_pipeline(bench, progress),
                       "sink": lambda: bench_sink(bench, progress),

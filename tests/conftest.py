@@ -5,7 +5,6 @@ of their own, so a developer's running stack is never touched."""
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,15 +38,7 @@ def stack(settings) -> Iterator[object]:  # type: ignore[no-untyped-def]
     from hadir.infra import stack as infra_stack
 
     # Every session starts from empty topics and tables (built jars and models are kept).
-    workers.stop(settings)
-    infra_stack.down(settings)
-    home = settings.infra.home_path
-    for path in ("kafka/data", "kafka/cluster.id", "clickhouse", "registry/data", "workers"):
-        target = home / path
-        if target.is_dir():
-            shutil.rmtree(target)
-        else:
-            target.unlink(missing_ok=True)
+    infra_stack.wipe(settings)
     infra_stack.up(settings, progress=False)
     yield settings
     if not os.environ.get("HADIR_TEST_KEEP_STACK"):

@@ -6,6 +6,7 @@ creates the topics, registers the schemas and applies the ClickHouse migrations.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 
 from hadir.config import Settings
@@ -58,6 +59,27 @@ def up(settings: Settings, progress: bool = True) -> list[ServiceStatus]:
 def down(settings: Settings) -> list[str]:
     """Stop our services (by pid, newest first); returns the names that were running."""
     return [s.name for s in reversed(services(settings)) if s.down()]
+
+
+# What a stack has written, as opposed to what it built once (jars, models).
+DATA = ("kafka/data", "kafka/cluster.id", "clickhouse", "registry/data", "workers")
+
+
+def wipe(settings: Settings) -> None:
+    """Stop the workers and the services and delete their data, keeping the built jars and
+    the models: the next ``up`` starts from empty topics and tables (the tests and the
+    benchmarks, each on a stack of their own)."""
+    from hadir import workers
+
+    workers.stop(settings)
+    down(settings)
+    home = settings.infra.home_path
+    for path in DATA:
+        target = home / path
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
 
 
 def status(settings: Settings) -> list[ServiceStatus]:
