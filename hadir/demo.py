@@ -128,8 +128,7 @@ def run(settings: Settings, out: Path, asn: int = 300, seed: int = 7,
         to_json([r.as_row() for r in lines]))
     days: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in lines:
-        for d in r.days:
-            days[r.line.nip].append(asdict(d))
+        days[r.line.nip].extend(r.day_rows())
     (report_dir / f"attendance-{month:%Y-%m}.json").write_text(to_json(days))
     result = {"month": f"{month:%Y-%m}", "scenario": str(folder), "reports": str(report_dir),
               "events": generated.events, "replay": asdict(summary), "detection": table,

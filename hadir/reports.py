@@ -60,6 +60,10 @@ class TppResult:
         row["cut_pct"] = float(self.line.cut_pct)
         return row
 
+    def day_rows(self) -> list[dict[str, Any]]:
+        """Every date behind the line, as plain dicts: what explains each rupiah."""
+        return [day._asdict() for day in self.days]
+
 
 def _employees(client: Any, office: str | None) -> list[EmployeeRow]:
     sql = ("SELECT nip, name, office_id, tpp_base_idr FROM employees FINAL WHERE deleted = 0"

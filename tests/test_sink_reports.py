@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -14,6 +15,7 @@ import pytest
 
 from hadir import reports, topics
 from hadir.infra.clickhouse import ClickHouseServer
+from hadir.output import to_json
 from hadir.serde import AvroCodec, Registry
 from processors.attendance import WorkCalendar, tpp_month
 from sinks.clickhouse import ClickHouseSink, TableMapping, connect, mappings
@@ -163,6 +165,20 @@ def test_tpp_report_from_clickhouse(stack) -> None:  # type: ignore[no-untyped-d
         {"o": office}))
     client.disconnect()
     assert stored == {n: r.line.tpp_paid_idr for n, r in lines.items()}
+    # Every rupiah is explained by a day: stored for dashboards, and exported as plain rows
+    # (the demo's attendance file).
+    start, _ = cal.schedule(days[0])  # type: ignore[misc]
+    late_arrival = _local(days[0], start.hour, start.minute + 1).astimezone(UTC).replace(
+        tzinfo=None)
+    client = connect(stack.infra)
+    (first_in, tl_code), = client.execute(
+        "SELECT first_in, tl_code FROM attendance_daily FINAL WHERE nip = %(n)s "
+        "AND date = %(d)s", {"n": late_once, "d": days[0]})
+    client.disconnect()
+    assert (first_in, tl_code) == (late_arrival, 1)
+    exported = json.loads(to_json(lines[late_once].day_rows()))
+    assert len(exported) == 30 and exported[days[0].day - 1]["tl_code"] == 1
+    assert exported[days[0].day - 1]["late_min"] == 1
     # And the same as the rules applied directly to the same times.
     firsts = {d: _local(d, cal.schedule(d)[0].hour, cal.schedule(d)[0].minute, 59)  # type: ignore[index]
               for d in days}
