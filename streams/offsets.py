@@ -60,6 +60,9 @@ class OffsetLedger:
             return Admit.DONE
         self._next[tp] = expected
         self._holes.setdefault(tp, -REWIND_EVERY_S)
+        # Watched by stalled() too: a seek back can be lost (faust seeks on its own while it
+        # starts or rebalances), and then no record comes to trigger the next one.
+        self._advanced.setdefault(tp, self._clock())
         return Admit.HOLD
 
     def rewinds(self) -> dict[Hashable, int]:

@@ -94,3 +94,14 @@ def test_a_partition_that_stops_advancing_with_records_left_is_sought_back() -> 
     assert ledger.stalled(ends.get) == {TP: 2}
     assert ledger.stalled(ends.get) == {}  # not again at once
     assert ledger.stalled(lambda tp: None) == {}  # end unknown (not assigned now)
+
+
+def test_a_hole_whose_seek_back_is_lost_is_sought_back_again_by_the_stall_check() -> None:
+    clock = Clock()
+    ledger = OffsetLedger(clock)
+    # A worker's first record comes after a hole (seen in a fault test after a restart).
+    assert ledger.admit(TP, 5, committed=1) is Admit.HOLD
+    assert ledger.rewinds() == {TP: 1}
+    # The seek was lost: nothing arrives any more, so no batch asks for rewinds() again.
+    clock.now += STALL_S
+    assert ledger.stalled({TP: 9}.get) == {TP: 1}
