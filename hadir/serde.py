@@ -35,9 +35,13 @@ def schema_text(name: str) -> str:
     return (SCHEMA_DIR / f"{name}.avsc").read_text()
 
 
+def _parse(schema: Any, logical_types: bool) -> Any:
+    return fastavro.parse_schema(schema if logical_types else without_logical_types(schema))
+
+
 @cache
-def parsed_schema(name: str) -> Any:
-    return fastavro.parse_schema(json.loads(schema_text(name)))
+def parsed_schema(name: str, logical_types: bool = True) -> Any:
+    return _parse(json.loads(schema_text(name)), logical_types)
 
 
 def without_logical_types(schema: Any) -> Any:
@@ -62,8 +66,7 @@ class Registry:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
-        self._by_id: dict[int, Any] = {}
-        self._plain_by_id: dict[int, Any] = {}
+        self._by_id: dict[tuple[int, bool], Any] = {}
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
         try:
@@ -78,19 +81,13 @@ class Registry:
         body = {"schema": schema, "schemaType": "AVRO"}
         return int(self._call("POST", f"/subjects/{subject_name}/versions", json=body)["id"])
 
-    def schema_by_id(self, schema_id: int) -> Any:
-        if schema_id not in self._by_id:
+    def schema_by_id(self, schema_id: int, logical_types: bool = True) -> Any:
+        """The parsed schema of ``schema_id``; without logical types if asked (same bytes)."""
+        key = (schema_id, logical_types)
+        if key not in self._by_id:
             text = self._call("GET", f"/schemas/ids/{schema_id}")["schema"]
-            self._by_id[schema_id] = fastavro.parse_schema(json.loads(text))
-        return self._by_id[schema_id]
-
-    def plain_schema_by_id(self, schema_id: int) -> Any:
-        """:meth:`schema_by_id` without logical types."""
-        if schema_id not in self._plain_by_id:
-            text = self._call("GET", f"/schemas/ids/{schema_id}")["schema"]
-            self._plain_by_id[schema_id] = fastavro.parse_schema(
-                without_logical_types(json.loads(text)))
-        return self._plain_by_id[schema_id]
+            self._by_id[key] = _parse(json.loads(text), logical_types)
+        return self._by_id[key]
 
     def subjects(self) -> list[str]:
         return list(self._call("GET", "/subjects"))
@@ -119,10 +116,9 @@ class AvroCodec:
         self.registry = registry
         self.schema = parsed_schema(topic.schema)
         self.schema_id = registry.register(subject(topic), schema_text(topic.schema))
-        registry._by_id.setdefault(self.schema_id, self.schema)
         self.logical_types = logical_types
-        self._reader = self.schema if logical_types else fastavro.parse_schema(
-            without_logical_types(json.loads(schema_text(topic.schema))))
+        self._reader = parsed_schema(topic.schema, logical_types)
+        registry._by_id.setdefault((self.schema_id, logical_types), self._reader)
 
     def encode(self, record: dict[str, Any]) -> bytes:
         out = io.BytesIO()
@@ -145,12 +141,8 @@ class AvroCodec:
         # slower than a plain read).
         same = schema_id == self.schema_id
         try:
-            if same:
-                writer = self._reader
-            elif self.logical_types:
-                writer = self.registry.schema_by_id(schema_id)
-            else:
-                writer = self.registry.plain_schema_by_id(schema_id)
+            writer = self._reader if same else self.registry.schema_by_id(schema_id,
+                                                                          self.logical_types)
         except RegistryError as exc:
             if "HTTP 404" in str(exc):
                 raise SerdeError(f"unknown schema id {schema_id}") from None

@@ -233,7 +233,6 @@ class WorkCalendar:
         self._regular = (_parse_hours(policy.mon_thu), _parse_hours(policy.fri))
         self._fasting = (_parse_hours(policy.ramadan_mon_thu), _parse_hours(policy.ramadan_fri))
         self._schedules: dict[date, tuple[time, time] | None] = {}
-        self._minutes: dict[date, tuple[int, int] | None] = {}
         self._months: dict[tuple[int, int], tuple[tuple[date, tuple[int, int] | None], ...]] = {}
         # Years are filled in lazily by the library on first lookup.
         self._holidays = holidays.country_holidays(
@@ -282,11 +281,8 @@ class WorkCalendar:
 
     def schedule_minutes(self, day: date) -> tuple[int, int] | None:
         """:meth:`schedule` as minutes of the day."""
-        if day not in self._minutes:
-            hours = self.schedule(day)
-            self._minutes[day] = None if hours is None else (_minutes(hours[0]),
-                                                             _minutes(hours[1]))
-        return self._minutes[day]
+        hours = self.schedule(day)
+        return None if hours is None else (_minutes(hours[0]), _minutes(hours[1]))
 
     def month_hours(self, year: int, month: int) -> tuple[tuple[date, tuple[int, int] | None], ...]:
         """Every date of the month with :meth:`schedule_minutes` (a report asks per ASN)."""
