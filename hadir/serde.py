@@ -119,10 +119,11 @@ class AvroCodec:
         self.logical_types = logical_types
         self._reader = parsed_schema(topic.schema, logical_types)
         registry._by_id.setdefault((self.schema_id, logical_types), self._reader)
+        self.header = _HEADER.pack(_MAGIC, self.schema_id)  # what every record we write starts with
 
     def encode(self, record: dict[str, Any]) -> bytes:
         out = io.BytesIO()
-        out.write(_HEADER.pack(_MAGIC, self.schema_id))
+        out.write(self.header)
         try:
             fastavro.schemaless_writer(out, self.schema, record)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:

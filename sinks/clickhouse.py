@@ -9,19 +9,21 @@ between insert and commit) still reads as one row per check-in.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
+import polars as pl
 from clickhouse_driver import Client
 
 from hadir import topics
 from hadir.config import InfraSettings, Settings
-from hadir.serde import AvroCodec, Registry, SerdeError
+from hadir.serde import AvroCodec, Registry, SerdeError, schema_text
+from sinks.frames import FrameDecoder
 
 log = logging.getLogger("hadir.sink")
 
@@ -35,33 +37,27 @@ def connect(infra: InfraSettings, database: str | None = None) -> Client:
                   send_receive_timeout=120, settings={"use_numpy": False})
 
 
-def _seconds(ms: int | None) -> int | None:
-    """An epoch-millisecond timestamp as a ClickHouse DateTime (epoch seconds, UTC)."""
-    return None if ms is None else ms // 1000
-
-
-class LocalDates:
-    """Epoch milliseconds -> the date in one time zone, remembered per 15 minutes of UTC time
-    (every zone's offset is a multiple of 15 minutes, so a local midnight never falls inside
-    one of those spans)."""
-
-    def __init__(self, tz: ZoneInfo) -> None:
-        self.tz = tz
-        self._dates: dict[int, date] = {}
-
-    def __call__(self, ms: int) -> date:
-        span = ms // 900_000
-        day = self._dates.get(span)
-        if day is None:
-            if len(self._dates) > 100_000:  # three years of spans: start over
-                self._dates.clear()
-            day = self._dates[span] = datetime.fromtimestamp(span * 900, self.tz).date()
-        return day
+def _local_date(column: str, tz: str) -> pl.Expr:
+    """Epoch milliseconds -> the calendar date in ``tz`` (attendance is per local day)."""
+    return pl.from_epoch(column, time_unit="ms").dt.replace_time_zone("UTC") \
+        .dt.convert_time_zone(tz).dt.date()
 
 
 @dataclass(frozen=True)
-class TableMapping:
-    """How one topic's records become rows of one table."""
+class EventMapping:
+    """An event topic (append-only, high volume) into a table: records are decoded a batch at a
+    time into a polars frame (``sinks/frames.py``), and ``columns`` computes the table's
+    columns from the frame, whose timestamps are epoch milliseconds (no Avro logical types)."""
+
+    topic: topics.Topic
+    table: str
+    columns: dict[str, pl.Expr]
+
+
+@dataclass(frozen=True)
+class RecordMapping:
+    """A compacted reference topic into a table, record by record: the key names the entity,
+    a null value (tombstone) deletes it, the offset orders versions."""
 
     topic: topics.Topic
     table: str
@@ -69,25 +65,35 @@ class TableMapping:
     to_row: Callable[[bytes | None, dict[str, Any] | None, int], Row]
 
 
-def _mappings(tz: ZoneInfo) -> list[TableMapping]:
-    """Records are decoded without Avro logical types: timestamps are epoch milliseconds."""
-    local = LocalDates(tz)
+Mapping = EventMapping | RecordMapping
 
-    def verdict_row(_key: bytes | None, v: dict[str, Any] | None, _off: int) -> Row:
-        assert v is not None
-        at = v["server_time"]
-        return (v["event_id"], v["nip"], v["device_id"], v["office_id"], v["type"],
-                at // 1000, at, local(at), _seconds(v["client_time"]), v["verdict"],
-                v["reasons"], v["face_similarity"], v["spoof_score"], v["h3_cell"],
-                v["distance_m"], v["lat"], v["lon"], v["accuracy_m"], v["decided_at"] // 1000,
-                v["decided_at"])
 
-    def alert_row(_key: bytes | None, v: dict[str, Any] | None, _off: int) -> Row:
-        assert v is not None
-        return (v["alert_id"], v["event_id"], v["nip"], v["device_id"], v["office_id"],
-                v["rule"], v["severity"], v["server_time"] // 1000, local(v["server_time"]),
-                v["detected_at"] // 1000, v["evidence"], v["detected_at"])
+def _event_mappings(tz: str) -> list[EventMapping]:
+    def same(*names: str) -> dict[str, pl.Expr]:
+        return {name: pl.col(name) for name in names}
 
+    return [
+        EventMapping(topics.VERDICTS, "checkins", {
+            **same("event_id", "nip", "device_id", "office_id", "type"),
+            "server_time": pl.col("server_time") // 1000,  # DateTime: epoch seconds
+            "server_time_ms": pl.col("server_time"),
+            "local_date": _local_date("server_time", tz),
+            "client_time": pl.col("client_time") // 1000,
+            **same("verdict", "reasons", "face_similarity", "spoof_score", "h3_cell",
+                   "distance_m", "lat", "lon", "accuracy_m"),
+            "decided_at": pl.col("decided_at") // 1000,
+            "version": pl.col("decided_at")}),
+        EventMapping(topics.ALERTS, "alerts", {
+            **same("alert_id", "event_id", "nip", "device_id", "office_id", "rule", "severity"),
+            "server_time": pl.col("server_time") // 1000,
+            "local_date": _local_date("server_time", tz),
+            "detected_at": pl.col("detected_at") // 1000,
+            "evidence": pl.col("evidence"),
+            "version": pl.col("detected_at")}),
+    ]
+
+
+def _record_mappings() -> list[RecordMapping]:
     def employee_row(key: bytes | None, v: dict[str, Any] | None, off: int) -> Row:
         if v is None:
             return ((key or b"").decode(), "", "", 0, 1, off)
@@ -107,47 +113,57 @@ def _mappings(tz: ZoneInfo) -> list[TableMapping]:
                 v["kind"], 0, off)
 
     return [
-        TableMapping(topics.VERDICTS, "checkins", (
-            "event_id", "nip", "device_id", "office_id", "type", "server_time",
-            "server_time_ms", "local_date", "client_time", "verdict", "reasons",
-            "face_similarity", "spoof_score", "h3_cell", "distance_m", "lat", "lon",
-            "accuracy_m", "decided_at", "version"), verdict_row),
-        TableMapping(topics.ALERTS, "alerts", (
-            "alert_id", "event_id", "nip", "device_id", "office_id", "rule", "severity",
-            "server_time", "local_date", "detected_at", "evidence", "version"), alert_row),
-        TableMapping(topics.EMPLOYEES, "employees", (
+        RecordMapping(topics.EMPLOYEES, "employees", (
             "nip", "name", "office_id", "tpp_base_idr", "deleted", "version"), employee_row),
-        TableMapping(topics.OFFICES, "offices", (
+        RecordMapping(topics.OFFICES, "offices", (
             "office_id", "name", "geometry", "deleted", "version"), office_row),
-        TableMapping(topics.EXCUSES, "excuses", (
+        RecordMapping(topics.EXCUSES, "excuses", (
             "nip", "date_from", "date_to", "kind", "deleted", "version"), excuse_row),
     ]
 
 
+Columns = list[list[Any]]  # one list of values per column, in the mapping's column order
+
+
 @dataclass
 class _Batch:
-    rows: dict[str, list[Row]] = field(default_factory=dict)
+    """What the next insert writes, per table, and the offsets to commit after it."""
+
+    rows: dict[str, list[Row]] = field(default_factory=dict)  # reference tables
+    columns: dict[str, list[Columns]] = field(default_factory=dict)  # event tables, in chunks
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset to commit
     count: int = 0
     started: float = 0.0
 
-    def add(self, table: str, row: Row, topic: str, partition: int, offset: int) -> None:
+    def _grow(self, rows: int) -> None:
         if not self.count:
             self.started = time.monotonic()
+        self.count += rows
+
+    def add_row(self, table: str, row: Row) -> None:
+        self._grow(1)
         self.rows.setdefault(table, []).append(row)
-        self.offsets[(topic, partition)] = offset + 1
-        self.count += 1
+
+    def add_columns(self, table: str, columns: Columns) -> None:
+        self._grow(len(columns[0]))
+        self.columns.setdefault(table, []).append(columns)
+
+    def advance(self, messages: list[Any]) -> None:
+        """Commit past these records at the next flush (stored or dead-lettered, each one)."""
+        for msg in messages:
+            self.offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
 
 
-def mappings(settings: Settings) -> list[TableMapping]:
-    return _mappings(ZoneInfo(settings.attendance.timezone))
+def mappings(settings: Settings) -> list[Mapping]:
+    return [*_event_mappings(settings.attendance.timezone), *_record_mappings()]
 
 
 class ClickHouseSink:
-    """Run with :meth:`run`; stop by setting ``stopping`` (signal handler) or ``max_idle_s``.
-    ``tables`` and ``group_id`` default to Hadir's topics; the benchmark points them elsewhere."""
+    """Run with :meth:`run`; stop by setting ``stopping`` (signal handler), ``max_idle_s`` or
+    ``until_rows``. ``tables`` and ``group_id`` default to Hadir's topics and group; the
+    benchmark and the tests point them elsewhere."""
 
-    def __init__(self, settings: Settings, tables: list[TableMapping] | None = None,
+    def __init__(self, settings: Settings, tables: list[Mapping] | None = None,
                  group_id: str = "hadir-clickhouse-sink") -> None:
         from confluent_kafka import Consumer, Producer
 
@@ -155,8 +171,11 @@ class ClickHouseSink:
         infra = settings.infra
         registry = Registry(infra.registry)
         self.mappings = {m.topic.name: m for m in (tables or mappings(settings))}
+        self.by_table = {m.table: m for m in self.mappings.values()}
         self.codecs = {name: AvroCodec(m.topic, registry, logical_types=False)
                        for name, m in self.mappings.items()}
+        self.decoders = {name: FrameDecoder(json.loads(schema_text(m.topic.schema)))
+                         for name, m in self.mappings.items() if isinstance(m, EventMapping)}
         self.dlq = AvroCodec(topics.DLQ, registry)
         self.consumer = Consumer({
             "bootstrap.servers": infra.bootstrap, "group.id": group_id,
@@ -168,30 +187,72 @@ class ClickHouseSink:
         self.batch = _Batch()
         self.stopping = False
         self.rows_written = 0
+        self.first_message_at: float | None = None  # monotonic; for rates
+        self.last_commit_at: float | None = None
 
     def _dead_letter(self, msg: Any, error: str) -> None:
+        log.warning("dead letter from %s@%s: %s", msg.topic(), msg.offset(), error)
         record = {"source_topic": msg.topic(), "source_partition": msg.partition(),
                   "source_offset": msg.offset(), "key": msg.key(), "value": msg.value(),
                   "error": error, "stage": "clickhouse-sink", "failed_at": datetime.now(UTC)}
         self.producer.produce(topics.DLQ.name, self.dlq.encode(record))
 
-    def _add(self, msg: Any) -> None:
-        mapping = self.mappings[msg.topic()]
+    def _add_record(self, mapping: RecordMapping, msg: Any) -> None:
         try:
-            value = None if msg.value() is None and mapping.topic.compacted else \
-                self.codecs[msg.topic()].decode(msg.value())
+            value = None if msg.value() is None else self.codecs[msg.topic()].decode(msg.value())
             row = mapping.to_row(msg.key(), value, msg.offset())
-        except (SerdeError, KeyError, ValueError, TypeError, AssertionError) as exc:
-            log.warning("dead letter from %s@%s: %s", msg.topic(), msg.offset(), exc)
+        except (SerdeError, KeyError, ValueError, TypeError) as exc:
             self._dead_letter(msg, f"{type(exc).__name__}: {exc}")
-            self.batch.offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
             return
-        self.batch.add(mapping.table, row, msg.topic(), msg.partition(), msg.offset())
+        self.batch.add_row(mapping.table, row)
+
+    def _add_events(self, mapping: EventMapping, messages: list[Any]) -> None:
+        """One topic's records of one fetch: decoded together when they are all well formed
+        and written with the topic's schema, else one by one (bad ones to the dead letters)."""
+        name = mapping.topic.name
+        codec, decoder = self.codecs[name], self.decoders[name]
+        ours, others = [], []
+        for msg in messages:
+            value = msg.value()
+            (ours if value is not None and value.startswith(codec.header) else others).append(msg)
+        frame = decoder.decode([m.value()[len(codec.header):] for m in ours])
+        if frame is None:
+            ours, others = [], messages
+        decoded, records = [], []
+        for msg in others:
+            try:
+                records.append(codec.decode(msg.value()))
+                decoded.append(msg)
+            except SerdeError as exc:
+                self._dead_letter(msg, f"{type(exc).__name__}: {exc}")
+        if records:
+            frame = decoder.frame(records) if frame is None else \
+                pl.concat([frame, decoder.frame(records)])
+        if frame is not None:
+            self._add_frame(mapping, frame, ours + decoded)
+
+    def _add_frame(self, mapping: EventMapping, frame: pl.DataFrame, messages: list[Any]) -> None:
+        try:
+            selected = frame.select([e.alias(c) for c, e in mapping.columns.items()])
+            columns = [selected[c].to_list() for c in mapping.columns]
+        except (pl.exceptions.PolarsError, ValueError, OverflowError) as exc:
+            if frame.height == 1:
+                self._dead_letter(messages[0], f"{type(exc).__name__}: {exc}")
+                return
+            for i, msg in enumerate(messages):  # find the records that cannot be stored
+                self._add_frame(mapping, frame.slice(i, 1), [msg])
+            return
+        self.batch.add_columns(mapping.table, columns)
 
     def _insert(self) -> None:
         for table, rows in self.batch.rows.items():
-            columns = next(m.columns for m in self.mappings.values() if m.table == table)
+            columns = self.by_table[table].columns
             self.client.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES", rows)
+        for table, chunks in self.batch.columns.items():
+            names = list(self.by_table[table].columns)
+            merged = [[v for chunk in chunks for v in chunk[i]] for i in range(len(names))]
+            self.client.execute(f"INSERT INTO {table} ({', '.join(names)}) VALUES", merged,
+                                columnar=True)
 
     def flush(self) -> None:
         """Insert the batch, retrying with backoff until ClickHouse takes it, then commit."""
@@ -225,33 +286,52 @@ class ClickHouseSink:
                                       for (t, p), o in self.batch.offsets.items()],
                              asynchronous=False)
         self.rows_written += self.batch.count
+        self.last_commit_at = time.monotonic()
         self.batch = _Batch()
+
+    def _add(self, messages: list[Any]) -> None:
+        events: dict[str, list[Any]] = {}
+        for msg in messages:
+            if msg.error():
+                log.warning("consumer error: %s", msg.error())
+                continue
+            mapping = self.mappings[msg.topic()]
+            if isinstance(mapping, EventMapping):
+                events.setdefault(msg.topic(), []).append(msg)
+            else:
+                self._add_record(mapping, msg)
+        for name, batch in events.items():
+            self._add_events(self.mappings[name], batch)  # type: ignore[arg-type]
+        self.batch.advance([m for m in messages if not m.error()])
 
     def _on_revoke(self, _consumer: Any, _partitions: Any) -> None:
         # Uncommitted rows of revoked partitions are re-read by their new owner; the tables are
         # idempotent, so flushing here is only an optimisation we skip for simplicity.
         self.batch = _Batch()
 
-    def run(self, max_idle_s: float | None = None) -> None:
+    def run(self, max_idle_s: float | None = None, until_rows: int | None = None) -> None:
+        """Until stopped; or after ``max_idle_s`` without records once some arrived, or once
+        ``until_rows`` rows are written (both for tests and benchmarks)."""
         self.consumer.subscribe(list(self.mappings), on_revoke=self._on_revoke)
         sink = self.settings.sink
         idle_since = time.monotonic()
         try:
             while not self.stopping:
                 messages = self.consumer.consume(num_messages=sink.batch_rows, timeout=0.1)
-                for msg in messages:
-                    if msg.error():
-                        log.warning("consumer error: %s", msg.error())
-                        continue
-                    self._add(msg)
+                self._add(messages)
                 if messages:
                     idle_since = time.monotonic()
+                    if self.first_message_at is None:
+                        self.first_message_at = idle_since
                 due = self.batch.offsets and (
                     not messages or self.batch.count >= sink.batch_rows
                     or time.monotonic() - self.batch.started >= sink.batch_seconds)
                 if due:
                     self.flush()
-                if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                if until_rows is not None and self.rows_written >= until_rows:
+                    break
+                if (max_idle_s is not None and self.first_message_at is not None
+                        and time.monotonic() - idle_since > max_idle_s):
                     break
         finally:
             self.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -18,7 +19,7 @@ from hadir.infra.clickhouse import ClickHouseServer
 from hadir.output import to_json
 from hadir.serde import AvroCodec, Registry
 from processors.attendance import WorkCalendar, tpp_month
-from sinks.clickhouse import ClickHouseSink, TableMapping, connect, mappings
+from sinks.clickhouse import ClickHouseSink, connect, mappings
 
 pytestmark = pytest.mark.infra
 WIB = ZoneInfo("Asia/Jakarta")
@@ -65,7 +66,7 @@ def test_sink_waits_for_clickhouse_loses_nothing_and_is_idempotent(stack) -> Non
     clickhouse.down()
     base = next(m for m in mappings(stack) if m.table == "checkins")
     group = f"test-{topic.name}"
-    sink = ClickHouseSink(stack, [TableMapping(topic, "sink_test", base.columns, base.to_row)],
+    sink = ClickHouseSink(stack, [dataclasses.replace(base, topic=topic, table="sink_test")],
                           group_id=group)
     runner = threading.Thread(target=sink.run, daemon=True)
     try:
@@ -90,6 +91,77 @@ def test_sink_waits_for_clickhouse_loses_nothing_and_is_idempotent(stack) -> Non
     assert client.execute("SELECT count() FROM sink_test FINAL") == [(1000,)]
     assert client.execute("SELECT uniqExact(event_id) FROM sink_test") == [(1000,)]
     client.execute("DROP TABLE sink_test")
+    client.disconnect()
+
+
+def _dead_letters(settings: Any, source_topic: str, count: int) -> dict[int, dict[str, Any]]:
+    """Dead letters from ``source_topic``, by source offset."""
+    from confluent_kafka import Consumer
+
+    codec = AvroCodec(topics.DLQ, Registry(settings.infra.registry))
+    consumer = Consumer({"bootstrap.servers": settings.infra.bootstrap,
+                         "group.id": f"test-dlq-{uuid.uuid4()}", "auto.offset.reset": "earliest"})
+    consumer.subscribe([topics.DLQ.name])
+    found: dict[int, dict[str, Any]] = {}
+    deadline = time.monotonic() + 60
+    while len(found) < count and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and not msg.error():
+            letter = codec.decode(msg.value())
+            if letter["source_topic"] == source_topic:
+                found[letter["source_offset"]] = letter
+    consumer.close()
+    return found
+
+
+def test_sink_dead_letters_bad_records_and_stores_the_rest(stack) -> None:  # type: ignore[no-untyped-def]
+    """A batch with bad records in it: each bad one goes to the dead-letter topic with its
+    bytes and reason, every good one is stored, and the offsets move past all of them."""
+    import struct
+
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = topics.Topic(f"hadir.test.sinkdlq.{uuid.uuid4().hex[:6]}", "CheckinVerdict", "NIP")
+    admin = AdminClient({"bootstrap.servers": stack.infra.bootstrap})
+    admin.create_topics([NewTopic(topic.name, 1, 1)])[topic.name].result()
+    client = connect(stack.infra)
+    client.execute("DROP TABLE IF EXISTS sink_dlq_test")
+    client.execute("CREATE TABLE sink_dlq_test AS checkins")
+    codec = AvroCodec(topic, Registry(stack.infra.registry))
+    now = datetime.now(UTC)
+    good = [codec.encode(_verdict(k, now)) for k in range(300)]
+    bad = {
+        50: codec.header + b"\xff" * 30,  # our schema id, garbage payload
+        120: b"\x00" + struct.pack(">I", 987654) + good[0][5:],  # unknown schema id
+        200: good[1][:-4],  # cut short
+        250: None,  # no value
+        280: b"not avro at all",
+    }
+    trailing = 150  # trailing bytes after a good record: read as the record (no loss)
+    rest = iter(good)
+    values = [bad[i] if i in bad else good[2] + b"\x00\x00" if i == trailing else next(rest)
+              for i in range(len(good) + len(bad) + 1)]
+    producer = Producer({"bootstrap.servers": stack.infra.bootstrap})
+    for value in values:
+        producer.produce(topic.name, key=b"k", value=value)
+    producer.flush(30)
+
+    base = next(m for m in mappings(stack) if m.table == "checkins")
+    group = f"test-{topic.name}"
+    sink = ClickHouseSink(stack, [dataclasses.replace(base, topic=topic, table="sink_dlq_test")],
+                          group_id=group)
+    sink.run(max_idle_s=3.0)
+
+    assert client.execute("SELECT uniqExact(event_id) FROM sink_dlq_test") == [(300,)]
+    assert _committed(stack, group, topic.name) == len(values)
+    letters = _dead_letters(stack, topic.name, len(bad))
+    assert set(letters) == set(bad)
+    for offset, letter in letters.items():
+        assert letter["value"] == values[offset] and letter["stage"] == "clickhouse-sink"
+        assert letter["error"]
+    assert "unknown schema id 987654" in letters[120]["error"]
+    client.execute("DROP TABLE sink_dlq_test")
     client.disconnect()
 
 

@@ -1,42 +1,43 @@
-"""The sink's row conversion, without services: records decoded without Avro logical types
-(timestamps as epoch milliseconds) become ClickHouse rows with the right seconds and local
-dates."""
+"""The sink's row conversion, without services: verdicts decoded in a batch (timestamps as epoch
+milliseconds) become ClickHouse columns with the right seconds and local dates."""
 
 from __future__ import annotations
 
 import io
 import json
 from datetime import UTC, date, datetime
-from zoneinfo import ZoneInfo
 
 import fastavro
+import polars as pl
 
-from hadir.serde import parsed_schema, schema_text, without_logical_types
-from sinks.clickhouse import LocalDates, _mappings
-
-WIB = ZoneInfo("Asia/Jakarta")
+from hadir.serde import parsed_schema, schema_text
+from sinks.clickhouse import _event_mappings, _local_date
+from sinks.frames import FrameDecoder
 
 
 def _ms(text: str) -> int:
     return int(datetime.fromisoformat(text).timestamp() * 1000)
 
 
+def _local(tz: str, *stamps: str) -> list[date]:
+    frame = pl.DataFrame({"t": [_ms(s) for s in stamps]})
+    return frame.select(_local_date("t", tz)).to_series().to_list()
+
+
 def test_local_dates_change_at_local_midnight() -> None:
-    local = LocalDates(WIB)  # UTC+7: local midnight is 17:00 UTC
-    assert local(_ms("2026-06-01T16:59:59.999+00:00")) == date(2026, 6, 1)
-    assert local(_ms("2026-06-01T17:00:00+00:00")) == date(2026, 6, 2)
-    assert local(_ms("2026-06-01T16:59:59.999+00:00")) == date(2026, 6, 1)  # from the cache
+    # WIB is UTC+7: local midnight is 17:00 UTC
+    assert _local("Asia/Jakarta", "2026-06-01T16:59:59.999+00:00",
+                  "2026-06-01T17:00:00+00:00") == [date(2026, 6, 1), date(2026, 6, 2)]
 
 
 def test_local_dates_in_a_zone_with_daylight_saving() -> None:
-    local = LocalDates(ZoneInfo("Europe/Amsterdam"))  # UTC+2 in summer, UTC+1 in winter
-    assert local(_ms("2026-07-01T21:59:00+00:00")) == date(2026, 7, 1)
-    assert local(_ms("2026-07-01T22:00:00+00:00")) == date(2026, 7, 2)
-    assert local(_ms("2026-12-01T22:59:00+00:00")) == date(2026, 12, 1)
-    assert local(_ms("2026-12-01T23:00:00+00:00")) == date(2026, 12, 2)
+    # Amsterdam is UTC+2 in summer, UTC+1 in winter
+    assert _local("Europe/Amsterdam", "2026-07-01T21:59:00+00:00", "2026-07-01T22:00:00+00:00",
+                  "2026-12-01T22:59:00+00:00", "2026-12-01T23:00:00+00:00") == [
+        date(2026, 7, 1), date(2026, 7, 2), date(2026, 12, 1), date(2026, 12, 2)]
 
 
-def test_verdict_decoded_without_logical_types_becomes_a_row() -> None:
+def test_verdict_becomes_a_row_with_seconds_and_local_date() -> None:
     at = datetime(2026, 6, 1, 23, 45, 30, 250000, tzinfo=UTC)  # 06:45 on 2 June in WIB
     record = {"event_id": "0b9d4f7e-8f51-4d84-9a43-93c5b3bb1c0e", "nip": "198001012005011001",
               "device_id": "d1", "office_id": "KOBA", "type": "IN", "server_time": at,
@@ -46,13 +47,12 @@ def test_verdict_decoded_without_logical_types_becomes_a_row() -> None:
               "decided_at": at}
     out = io.BytesIO()
     fastavro.schemaless_writer(out, parsed_schema("CheckinVerdict"), record)
-    plain = fastavro.parse_schema(without_logical_types(json.loads(
-        schema_text("CheckinVerdict"))))
-    value = fastavro.schemaless_reader(io.BytesIO(out.getvalue()), plain, None)
-    assert value["server_time"] == 1780357530250 and value["event_id"] == record["event_id"]
+    frame = FrameDecoder(json.loads(schema_text("CheckinVerdict"))).decode([out.getvalue()])
+    assert frame is not None
 
-    mapping = next(m for m in _mappings(WIB) if m.table == "checkins")
-    row = dict(zip(mapping.columns, mapping.to_row(None, value, 0), strict=True))
+    mapping = next(m for m in _event_mappings("Asia/Jakarta") if m.table == "checkins")
+    row = frame.select([e.alias(c) for c, e in mapping.columns.items()]).row(0, named=True)
+    assert row["event_id"] == record["event_id"]
     assert row["server_time"] == 1780357530  # DateTime: epoch seconds
     assert row["server_time_ms"] == 1780357530250
     assert row["local_date"] == date(2026, 6, 2)
