@@ -5,7 +5,8 @@
 - pipeline: a regency's morning peak (every ASN checking in within 30 minutes, compressed in
   time) published at a chosen rate through Kafka and the workers: events per second and
   publish-to-verdict latency (p50, p95, p99), without selfies and with them.
-- sink: rows per second from Kafka into ClickHouse through the batching sink.
+- sink: rows per second from Kafka into ClickHouse through the batching sink, with one sink
+  process and with two in one consumer group.
 - report: the TPP report's time for 5,000 ASN x 1 month and x 12 months.
 
 The pipeline, sink and report benchmarks run on a stack of their own (state in .hadir-bench,
@@ -20,6 +21,7 @@ import dataclasses
 import json
 import os
 import platform
+import queue
 import random
 import threading
 import time
@@ -216,22 +218,35 @@ def bench_pipeline(settings: Settings, progress: bool, asn: int = 5000) -> dict[
 # --- sink ----------------------------------------------------------------------------------
 
 
-def bench_sink(settings: Settings, progress: bool, rows: int = 200_000) -> dict[str, Any]:
+def _sink_process(settings: Settings, topic: str, group: str, results: Any) -> None:
+    """One sink process of the benchmark: the verdict mapping, pointed at the bench topic."""
+    from sinks.clickhouse import ClickHouseSink, mappings
+
+    base = next(m for m in mappings(settings) if m.table == "checkins")
+    mapping = dataclasses.replace(base, topic=dataclasses.replace(base.topic, name=topic),
+                                  table="bench_checkins")
+    sink = ClickHouseSink(settings, [mapping], group_id=group)
+    sink.run(max_idle_s=3.0)
+    results.put((sink.rows_written, sink.first_message_at, sink.last_commit_at))
+
+
+def bench_sink(settings: Settings, progress: bool, rows: int = 1_000_000,
+               processes: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
     """Verdict records on a topic of their own, through ClickHouseSink into a copy of the
     checkins table: rows per second including Kafka consumption, Avro decoding, batching,
-    inserts and offset commits."""
+    inserts and offset commits; with one sink process and with several in one group (``hadir
+    run --sinks N``), timed from the first record fetched to the last offset committed."""
+    import multiprocessing
+
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from sinks.clickhouse import ClickHouseSink, TableMapping, connect, mappings
+    from sinks.clickhouse import connect
 
     topic = topics.Topic(f"hadir.bench.verdicts.{uuid.uuid4().hex[:8]}", "CheckinVerdict", "NIP")
     admin = AdminClient({"bootstrap.servers": settings.infra.bootstrap})
     admin.create_topics([NewTopic(topic.name, num_partitions=settings.infra.partitions,
                                   replication_factor=1)])[topic.name].result()
-    client = connect(settings.infra)
-    client.execute("DROP TABLE IF EXISTS bench_checkins")
-    client.execute("CREATE TABLE bench_checkins AS checkins")
     codec = AvroCodec(topic, Registry(settings.infra.registry))
     producer = Producer({"bootstrap.servers": settings.infra.bootstrap, "linger.ms": 20,
                          "queue.buffering.max.messages": 1_000_000})
@@ -249,17 +264,36 @@ def bench_sink(settings: Settings, progress: bool, rows: int = 200_000) -> dict[
         if k % 10000 == 0:
             producer.poll(0)
     producer.flush(120)
-    base = next(m for m in mappings(settings) if m.table == "checkins")
-    sink = ClickHouseSink(settings, [TableMapping(topic, "bench_checkins", base.columns,
-                                                  base.to_row)], group_id=f"bench-{topic.name}")
-    t0 = time.perf_counter()
-    sink.run(max_idle_s=2.0)
-    elapsed = time.perf_counter() - t0 - 2.0
-    (stored,), = client.execute("SELECT count() FROM bench_checkins")
+    client = connect(settings.infra)
+    spawn = multiprocessing.get_context("spawn")  # no fork of a process with Kafka threads
+    out: dict[str, Any] = {"rows": rows, "partitions": settings.infra.partitions,
+                           "batch_rows": settings.sink.batch_rows}
+    for n in (n for n in processes if n <= settings.infra.partitions):
+        client.execute("DROP TABLE IF EXISTS bench_checkins")
+        client.execute("CREATE TABLE bench_checkins AS checkins")
+        results = spawn.Queue()
+        group = f"bench-{topic.name}-{n}"
+        procs = [spawn.Process(target=_sink_process, args=(settings, topic.name, group, results))
+                 for _ in range(n)]
+        for proc in procs:
+            proc.start()
+        done: list[tuple[int, float, float]] = []
+        while len(done) < n:
+            try:
+                done.append(results.get(timeout=5))
+            except queue.Empty:
+                if not any(proc.is_alive() for proc in procs):
+                    raise RuntimeError("a sink process of the benchmark failed; its error "
+                                       "is printed above") from None
+        for proc in procs:
+            proc.join(30)
+        (stored,), = client.execute("SELECT count() FROM bench_checkins")
+        written = sum(d[0] for d in done)
+        elapsed = max(d[2] for d in done if d[2]) - min(d[1] for d in done if d[1])
+        out[f"processes_{n}"] = {"stored": stored, "rows_per_s": round(written / elapsed)}
     client.execute("DROP TABLE bench_checkins")
     client.disconnect()
-    return {"rows": rows, "stored": stored, "batch_rows": settings.sink.batch_rows,
-            "rows_per_s": round(sink.rows_written / elapsed)}
+    return out
 
 
 # --- report --------------------------------------------------------------------------------

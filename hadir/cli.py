@@ -107,10 +107,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     stack.up(settings, progress=args.format == "table")
     if args.detach:
-        emit([vars(w) for w in workers.start(settings, args.intake)], args.format,
+        emit([vars(w) for w in workers.start(settings, args.intake, args.sinks)], args.format,
              title="Workers started", columns=["name", "pid", "log"])
         return 0
-    return workers.foreground(settings, args.intake)
+    return workers.foreground(settings, args.intake, args.sinks)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -214,6 +214,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--detach", action="store_true", help="start in the background and return")
     s.add_argument("--intake", type=_positive, default=1,
                    help="intake (face) workers, at most the raw topic's partitions")
+    s.add_argument("--sinks", type=_positive, default=1,
+                   help="ClickHouse sink processes, at most the event topics' partitions")
     s.add_argument("--stop", action="store_true", help="stop background workers")
     s.add_argument("--status", action="store_true", help="list running workers")
     _fmt(s)

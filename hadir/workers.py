@@ -1,7 +1,8 @@
 """``hadir run``: the stream workers as supervised processes.
 
 intake x N (decode, GPS sanity, faces: the expensive stage, scale it with ``--intake N``),
-core x 1 (person and device state, verdicts, alerts), sink x 1 (ClickHouse). Each is a
+core x 1 (person and device state, verdicts, alerts), sink x M (ClickHouse, ``--sinks M``: one
+consumer group, so the event topics' partitions are shared out). Each is a
 ``python -m streams.worker ROLE`` process with a pid file under the state folder.
 """
 
@@ -23,10 +24,10 @@ class WorkerStatus:
     log: str
 
 
-def _processes(settings: Settings, intake: int) -> list[tuple[ManagedProcess, str]]:
+def _processes(settings: Settings, intake: int, sinks: int) -> list[tuple[ManagedProcess, str]]:
     home = settings.infra.home_path / "workers"
     roles = [(f"intake-{i}", "intake") for i in range(intake)]
-    roles += [("core-0", "core"), ("sink-0", "sink")]
+    roles += [("core-0", "core")] + [(f"sink-{i}", "sink") for i in range(sinks)]
     return [(ManagedProcess(name, home, marker=f"hadir-worker={home}/{name}"), role)
             for name, role in roles]
 
@@ -37,10 +38,10 @@ def running(settings: Settings) -> list[ManagedProcess]:
                         for f in sorted(home.glob("*.pid"))) if p.pid() is not None]
 
 
-def start(settings: Settings, intake: int = 1) -> list[WorkerStatus]:
+def start(settings: Settings, intake: int = 1, sinks: int = 1) -> list[WorkerStatus]:
     """Start the workers that are not running yet (idempotent)."""
     out = []
-    for proc, role in _processes(settings, intake):
+    for proc, role in _processes(settings, intake, sinks):
         if proc.pid() is None:
             proc.start([sys.executable, "-m", "streams.worker", role,
                         f"--hadir-worker={proc.state_dir}/{proc.name}"])
@@ -60,7 +61,7 @@ def status(settings: Settings) -> list[WorkerStatus]:
     return [WorkerStatus(p.name, p.pid(), str(p.log_file)) for p in running(settings)]
 
 
-def foreground(settings: Settings, intake: int = 1) -> int:
+def foreground(settings: Settings, intake: int = 1, sinks: int = 1) -> int:
     """Run until Ctrl-C or SIGTERM, restarting a worker that dies."""
     stopping = False
 
@@ -70,15 +71,15 @@ def foreground(settings: Settings, intake: int = 1) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    for w in start(settings, intake):
+    for w in start(settings, intake, sinks):
         print(f"  {w.name:<9} pid {w.pid}  log {w.log}", flush=True)
     print("workers running; Ctrl-C stops them", flush=True)
     while not stopping:
         time.sleep(1)
-        for proc, _role in _processes(settings, intake):
+        for proc, _role in _processes(settings, intake, sinks):
             if proc.pid() is None and not stopping:
                 print(f"  {proc.name} exited; restarting (see {proc.log_file})", flush=True)
-                start(settings, intake)
+                start(settings, intake, sinks)
     print("stopping workers ...", flush=True)
     stop(settings)
     return 0
