@@ -155,10 +155,15 @@ def _log_end(app: faust.App, tp: Any) -> int | None:
 
 
 async def _seek_back(consumer: Any, positions: dict[Any, int], why: str) -> None:
+    """Seek on the consumer's own thread: aiokafka's fetcher is not thread-safe, and faust's
+    ``Consumer.seek`` calls it from this one, where it raced with a fetch in progress (a
+    KeyError in ``fetched_records`` ended the worker). The read offset is then set as faust's
+    ``seek`` sets it."""
     for tp, offset in positions.items():
         log.warning("%s[%d]: %s; reading again from offset %d", tp.topic, tp.partition, why,
                     offset)
-        await consumer.seek(tp, offset)
+        await consumer._thread.call_thread(consumer._thread.seek, tp, offset)
+        consumer._read_offset[tp] = offset if offset else None
 
 
 async def send_all(sends: list[Awaitable[Any]]) -> None:
