@@ -63,7 +63,21 @@ def machine() -> dict[str, Any]:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem, 1),
-            "python": platform.python_version(), "os": platform.platform()}
+            "python": platform.python_version(), "os": platform.platform(),
+            "python_loop_ms": python_loop_ms()}
+
+
+def python_loop_ms() -> float:
+    """A fixed pure-Python workload (best of three), to compare machines: cloud machines of
+    one name differ, and every number here scales with this one."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        total = 0
+        for i in range(2_000_000):
+            total += i % 7
+        best = min(best, time.perf_counter() - start)
+    return round(best * 1000, 1)
 
 
 def bench_settings(settings: Settings) -> Settings:
