@@ -44,18 +44,31 @@ def _committed(settings: Any, group: str, topic: str) -> int:
     return sum(max(o.offset, 0) for o in offsets)
 
 
-def test_sink_waits_for_clickhouse_loses_nothing_and_is_idempotent(stack) -> None:  # type: ignore[no-untyped-def]
-    from confluent_kafka import Producer
+def _verdicts_into_test_table(stack: Any, table: str, partitions: int) -> tuple[topics.Topic,
+                                                                               AvroCodec]:
+    """A verdict topic of the test's own and an empty copy of the checkins table."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    topic = topics.Topic(f"hadir.test.sink.{uuid.uuid4().hex[:6]}", "CheckinVerdict", "NIP")
+    topic = topics.Topic(f"hadir.test.{table}.{uuid.uuid4().hex[:6]}", "CheckinVerdict", "NIP")
     admin = AdminClient({"bootstrap.servers": stack.infra.bootstrap})
-    admin.create_topics([NewTopic(topic.name, 3, 1)])[topic.name].result()
+    admin.create_topics([NewTopic(topic.name, partitions, 1)])[topic.name].result()
     client = connect(stack.infra)
-    client.execute("DROP TABLE IF EXISTS sink_test")
-    client.execute("CREATE TABLE sink_test AS checkins")
+    client.execute(f"DROP TABLE IF EXISTS {table}")
+    client.execute(f"CREATE TABLE {table} AS checkins")
     client.disconnect()
-    codec = AvroCodec(topic, Registry(stack.infra.registry))
+    return topic, AvroCodec(topic, Registry(stack.infra.registry))
+
+
+def _sink(stack: Any, topic: topics.Topic, table: str, group: str) -> ClickHouseSink:
+    base = next(m for m in mappings(stack) if m.table == "checkins")
+    return ClickHouseSink(stack, [dataclasses.replace(base, topic=topic, table=table)],
+                          group_id=group)
+
+
+def test_sink_waits_for_clickhouse_loses_nothing_and_is_idempotent(stack) -> None:  # type: ignore[no-untyped-def]
+    from confluent_kafka import Producer
+
+    topic, codec = _verdicts_into_test_table(stack, "sink_test", partitions=3)
     producer = Producer({"bootstrap.servers": stack.infra.bootstrap})
     now = datetime.now(UTC).replace(microsecond=0)
     for k in range(1000):
@@ -64,10 +77,8 @@ def test_sink_waits_for_clickhouse_loses_nothing_and_is_idempotent(stack) -> Non
 
     clickhouse = ClickHouseServer(stack.infra)
     clickhouse.down()
-    base = next(m for m in mappings(stack) if m.table == "checkins")
     group = f"test-{topic.name}"
-    sink = ClickHouseSink(stack, [dataclasses.replace(base, topic=topic, table="sink_test")],
-                          group_id=group)
+    sink = _sink(stack, topic, "sink_test", group)
     runner = threading.Thread(target=sink.run, daemon=True)
     try:
         runner.start()
@@ -120,15 +131,8 @@ def test_sink_dead_letters_bad_records_and_stores_the_rest(stack) -> None:  # ty
     import struct
 
     from confluent_kafka import Producer
-    from confluent_kafka.admin import AdminClient, NewTopic
 
-    topic = topics.Topic(f"hadir.test.sinkdlq.{uuid.uuid4().hex[:6]}", "CheckinVerdict", "NIP")
-    admin = AdminClient({"bootstrap.servers": stack.infra.bootstrap})
-    admin.create_topics([NewTopic(topic.name, 1, 1)])[topic.name].result()
-    client = connect(stack.infra)
-    client.execute("DROP TABLE IF EXISTS sink_dlq_test")
-    client.execute("CREATE TABLE sink_dlq_test AS checkins")
-    codec = AvroCodec(topic, Registry(stack.infra.registry))
+    topic, codec = _verdicts_into_test_table(stack, "sink_dlq_test", partitions=1)
     now = datetime.now(UTC)
     good = [codec.encode(_verdict(k, now)) for k in range(300)]
     bad = {
@@ -147,12 +151,10 @@ def test_sink_dead_letters_bad_records_and_stores_the_rest(stack) -> None:  # ty
         producer.produce(topic.name, key=b"k", value=value)
     producer.flush(30)
 
-    base = next(m for m in mappings(stack) if m.table == "checkins")
     group = f"test-{topic.name}"
-    sink = ClickHouseSink(stack, [dataclasses.replace(base, topic=topic, table="sink_dlq_test")],
-                          group_id=group)
-    sink.run(max_idle_s=3.0)
+    _sink(stack, topic, "sink_dlq_test", group).run(max_idle_s=3.0)
 
+    client = connect(stack.infra)
     assert client.execute("SELECT uniqExact(event_id) FROM sink_dlq_test") == [(300,)]
     assert _committed(stack, group, topic.name) == len(values)
     letters = _dead_letters(stack, topic.name, len(bad))
