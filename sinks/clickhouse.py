@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from itertools import chain
 from typing import Any
 
 import polars as pl
@@ -250,7 +251,8 @@ class ClickHouseSink:
             self.client.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES", rows)
         for table, chunks in self.batch.columns.items():
             names = list(self.by_table[table].columns)
-            merged = [[v for chunk in chunks for v in chunk[i]] for i in range(len(names))]
+            merged = [list(chain.from_iterable(chunk[i] for chunk in chunks))
+                      for i in range(len(names))]
             self.client.execute(f"INSERT INTO {table} ({', '.join(names)}) VALUES", merged,
                                 columnar=True)
 
