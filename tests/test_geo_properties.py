@@ -210,12 +210,13 @@ km = st.floats(-2000, 2000, allow_nan=False)
 def test_local_plane_is_sub_metre_at_office_scales(
     n1: float, e1: float, n2: float, e2: float
 ) -> None:
-    # Two points within 2 km of an office: the plane's distance matches the geodesic to ~1 cm.
+    # Two points within 2 km of an office (each axis): the plane's distance matches the
+    # geodesic to a few centimetres; the worst case, 5.5 cm, is across the square's corners.
     frame = Frame.at(*KOBA)
     p1 = frame.to_latlon(e1, n1)
     p2 = frame.to_latlon(e2, n2)
     planar = math.hypot(e1 - e2, n1 - n2)
-    assert abs(planar - geodesic_m(*p1, *p2)) < 0.05
+    assert abs(planar - geodesic_m(*p1, *p2)) < 0.08
     x, y = frame.to_xy(*p1)
     assert math.isclose(x, e1, abs_tol=1e-6) and math.isclose(y, n1, abs_tol=1e-6)
 
