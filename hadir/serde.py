@@ -48,10 +48,15 @@ def without_logical_types(schema: Any) -> Any:
     """The schema with every ``logicalType`` removed: the same binary encoding, read as plain
     values (timestamp-millis as epoch milliseconds, uuid as text). A third faster to decode,
     for the sink, which needs numbers anyway."""
+    return without_keys(schema, {"logicalType"})
+
+
+def without_keys(schema: Any, keys: set[str]) -> Any:
+    """The schema with these attributes removed at every level."""
     if isinstance(schema, dict):
-        return {k: without_logical_types(v) for k, v in schema.items() if k != "logicalType"}
+        return {k: without_keys(v, keys) for k, v in schema.items() if k not in keys}
     if isinstance(schema, list):
-        return [without_logical_types(v) for v in schema]
+        return [without_keys(v, keys) for v in schema]
     return schema
 
 

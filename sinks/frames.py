@@ -9,9 +9,10 @@ a batch is framed as one such block and read at once.
 A block has no per-record boundaries: a record longer or shorter than its schema says would
 shift every record after it. So the frame is checked before it is used: the Avro encoded size
 of every decoded row, computed from its values, must equal the length of its own payload. When
-that holds, every record was read from exactly its own bytes. When it does not, when the reader
-fails, or when the schema has a type the check does not cover, :meth:`FrameDecoder.decode`
-returns None and the caller decodes record by record with fastavro, which names the bad ones.
+that holds, every record was read from exactly its own bytes. When it does not, or when the
+reader fails, :meth:`FrameDecoder.decode` returns None and the caller decodes record by record
+with fastavro, which names the bad ones. A schema with a type the check does not cover is
+refused when the decoder is made.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import os
 from typing import Any
 
 import polars as pl
+
+from hadir.serde import without_keys
 
 _MAX_ENUM_SYMBOLS = 64  # an enum index below 64 takes one byte (zig-zag varint)
 
@@ -57,80 +60,64 @@ def _count_size(n: pl.Expr) -> pl.Expr:
     return _varint_size(n.cast(pl.UInt64) * 2)
 
 
-def _size(schema: Any, e: pl.Expr) -> pl.Expr | None:
-    """The encoded size of ``e`` as Avro ``schema``; None for types this check leaves out."""
+_FIXED = {"boolean": (pl.Boolean, 1), "float": (pl.Float32, 4), "double": (pl.Float64, 8)}
+_INTEGER = {"int": pl.Int32, "long": pl.Int64}
+# Left out of the container's schema: logical types (values stay plain, as in the
+# record-by-record path) and defaults (they do not change the encoding, and polars 2.1 refuses
+# a string default of "").
+_NOT_FOR_THE_READER = {"logicalType", "default"}
+
+
+def _column(schema: Any, e: pl.Expr) -> tuple[Any, pl.Expr] | None:
+    """How a value of Avro type ``schema`` decodes: its polars type (enums as text, as fastavro
+    gives them) and its encoded size as an expression over ``e``; None for types this module
+    leaves out."""
     if isinstance(schema, list):  # a union: only ["null", T] and [T, "null"]
         if len(schema) != 2 or "null" not in schema:
             return None
-        value = _size(schema[1 - schema.index("null")], e)
-        return None if value is None else \
-            1 + pl.when(e.is_null()).then(pl.lit(0, pl.UInt32)).otherwise(value)
+        value = _column(schema[1 - schema.index("null")], e)
+        return None if value is None else (
+            value[0], 1 + pl.when(e.is_null()).then(pl.lit(0, pl.UInt32)).otherwise(value[1]))
     kind = schema["type"] if isinstance(schema, dict) else schema
     if isinstance(kind, (dict, list)):  # {"type": {...}} wraps a type
-        return _size(kind, e)
-    fixed = {"null": 0, "boolean": 1, "float": 4, "double": 8}
-    if kind in fixed:
-        return pl.lit(fixed[kind], pl.UInt32)
-    if kind in ("int", "long"):
-        return _long_size(e)
+        return _column(kind, e)
+    if kind in _FIXED:
+        dtype, size = _FIXED[kind]
+        return dtype, pl.lit(size, pl.UInt32)
+    if kind in _INTEGER:
+        return _INTEGER[kind], _long_size(e)
     if kind == "string":
         length = e.str.len_bytes()
-        return _count_size(length) + length
+        return pl.String, _count_size(length) + length
     if kind == "enum" and len(schema["symbols"]) <= _MAX_ENUM_SYMBOLS:
-        return pl.lit(1, pl.UInt32)
+        return pl.String, pl.lit(1, pl.UInt32)
     if kind == "array":
-        item = _size(schema["items"], pl.element())
+        item = _column(schema["items"], pl.element())
         if item is None:
             return None
         count = e.list.len()
         # one block of ``count`` items, then the zero that ends the array
-        return pl.when(count == 0).then(pl.lit(1, pl.UInt32)).otherwise(
-            _count_size(count) + e.list.eval(item).list.sum() + 1)
+        return pl.List(item[0]), pl.when(count == 0).then(pl.lit(1, pl.UInt32)).otherwise(
+            _count_size(count) + e.list.eval(item[1]).list.sum() + 1)
     return None
-
-
-def _dtype(schema: Any) -> Any:
-    """The polars type of a decoded Avro type (enums as text, like fastavro gives them); None
-    for types this module leaves out."""
-    if isinstance(schema, list):
-        return _dtype(next(t for t in schema if t != "null")) if len(schema) == 2 else None
-    kind = schema["type"] if isinstance(schema, dict) else schema
-    if isinstance(kind, (dict, list)):
-        return _dtype(kind)
-    if kind == "array":
-        item = _dtype(schema["items"])
-        return None if item is None else pl.List(item)
-    return {"boolean": pl.Boolean, "int": pl.Int32, "long": pl.Int64, "float": pl.Float32,
-            "double": pl.Float64, "string": pl.String, "enum": pl.String}.get(kind)
-
-
-def _strip(schema: Any) -> Any:
-    """The schema for the container header, without logical types (values stay plain, as in
-    the record-by-record path) and without defaults (they do not change the encoding, and
-    polars 2.1 refuses a string default of "")."""
-    if isinstance(schema, dict):
-        return {k: _strip(v) for k, v in schema.items() if k not in ("logicalType", "default")}
-    if isinstance(schema, list):
-        return [_strip(v) for v in schema]
-    return schema
 
 
 class FrameDecoder:
     """Decodes payloads (Avro binary without the wire-format header) of one record schema."""
 
     def __init__(self, schema: dict[str, Any]) -> None:
-        fields = schema["fields"]
-        types = {f["name"]: _dtype(f["type"]) for f in fields}
-        sizes = [_size(f["type"], pl.col(f["name"])) for f in fields]
-        if None in types.values() or any(size is None for size in sizes):
-            raise ValueError(f"{schema['name']}: a field's type is not supported for batch "
-                             "decoding (supported: null, boolean, int, long, float, double, "
-                             "string, enum, [null, T] unions and arrays of these)")
-        self.schema = pl.Schema(types)
-        self._row_size = pl.sum_horizontal(sizes)
+        columns = {f["name"]: _column(f["type"], pl.col(f["name"])) for f in schema["fields"]}
+        unsupported = [name for name, column in columns.items() if column is None]
+        if unsupported:
+            raise ValueError(f"{schema['name']}: the type of {', '.join(unsupported)} is not "
+                             "supported for batch decoding (supported: boolean, int, long, "
+                             "float, double, string, enum, [null, T] unions and arrays of "
+                             "these)")
+        self.schema = pl.Schema({name: c[0] for name, c in columns.items() if c is not None})
+        self._row_size = pl.sum_horizontal([c[1] for c in columns.values() if c is not None])
         self._sync = os.urandom(16)
         meta = (_varint(2) + _avro_bytes(b"avro.schema")
-                + _avro_bytes(json.dumps(_strip(schema)).encode())
+                + _avro_bytes(json.dumps(without_keys(schema, _NOT_FOR_THE_READER)).encode())
                 + _avro_bytes(b"avro.codec") + _avro_bytes(b"null") + b"\x00")
         self._header = b"Obj\x01" + meta + self._sync
 
