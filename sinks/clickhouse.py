@@ -149,10 +149,6 @@ class _Batch:
         self._grow(len(columns[0]))
         self.columns.setdefault(table, []).append(columns)
 
-    def advance(self, messages: list[Any]) -> None:
-        """Commit past these records at the next flush (stored or dead-lettered, each one)."""
-        for msg in messages:
-            self.offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
 
 
 def mappings(settings: Settings) -> list[Mapping]:
@@ -292,19 +288,23 @@ class ClickHouseSink:
         self.batch = _Batch()
 
     def _add(self, messages: list[Any]) -> None:
+        """One fetch into the batch. Every record is passed at the next commit, stored or
+        dead-lettered."""
         events: dict[str, list[Any]] = {}
+        offsets = self.batch.offsets
         for msg in messages:
             if msg.error():
                 log.warning("consumer error: %s", msg.error())
                 continue
-            mapping = self.mappings[msg.topic()]
+            topic = msg.topic()
+            offsets[(topic, msg.partition())] = msg.offset() + 1
+            mapping = self.mappings[topic]
             if isinstance(mapping, EventMapping):
-                events.setdefault(msg.topic(), []).append(msg)
+                events.setdefault(topic, []).append(msg)
             else:
                 self._add_record(mapping, msg)
         for name, batch in events.items():
             self._add_events(self.mappings[name], batch)  # type: ignore[arg-type]
-        self.batch.advance([m for m in messages if not m.error()])
 
     def _on_revoke(self, _consumer: Any, _partitions: Any) -> None:
         # Uncommitted rows of revoked partitions are re-read by their new owner; the tables are
