@@ -1,7 +1,8 @@
 """``hadir bench``: every benchmark, one JSON file. Numbers for the README come from here.
 
 - geo: check-ins per second per core through GPS sanity, geofence and impossible travel.
-- face: ms per selfie for each step (median, p95) and selfies per second batched.
+- face: ms per selfie for each step (median, p95), selfies per second batched, and the face
+  stage's throughput in 1, 2, 4 ... processes on ``face.device`` (CPU or GPU).
 - pipeline: a regency's morning peak (every ASN checking in within 30 minutes, compressed in
   time) published at a chosen rate through Kafka and the workers: events per second and
   publish-to-verdict latency (p50, p95, p99), without selfies and with them.
@@ -377,7 +378,7 @@ def run(settings: Settings, only: str | None = None, out: Path = Path("out/bench
     results: dict[str, Any] = {"machine": machine(), "when": datetime.now(UTC).isoformat()}
     steps: dict[str, Callable[[], Any]] = {
         "geo": lambda: bench_geo(200_000, 50),
-        "face": lambda: _bench_face(settings),
+        "face": lambda: _bench_face(settings, progress),
     }
     bench = bench_settings(settings)
     steps.update({"pipeline": lambda: bench_pipeline(bench, progress),
@@ -406,16 +407,91 @@ def run(settings: Settings, only: str | None = None, out: Path = Path("out/bench
     return results
 
 
-def _bench_face(settings: Settings) -> dict[str, Any]:
+def _bench_face(settings: Settings, progress: bool) -> dict[str, Any]:
+    """Per-step costs with liveness off and on, then the face stage's throughput on this
+    machine: selfies per second through ``verify_many`` in 1, 2, 4 ... worker processes (as
+    ``hadir run --intake N`` runs them), on ``face.device`` (``HADIR_FACE_DEVICE``)."""
     from processors.face import bench_face
 
-    out = {"liveness_off": bench_face(FACES_DIR, 200, verifier=faces.verifier(settings))}
-    if LIVENESS_DIR.is_dir() and not settings.face.liveness_dir:
-        with_liveness = dataclasses.replace(settings, face=dataclasses.replace(
-            settings.face, liveness_dir=str(LIVENESS_DIR)))
-        out["liveness_on"] = bench_face(FACES_DIR, 200,
-                                        verifier=faces.verifier(with_liveness))
+    with_liveness = (dataclasses.replace(settings, face=dataclasses.replace(
+        settings.face, liveness_dir=str(LIVENESS_DIR)))
+        if LIVENESS_DIR.is_dir() and not settings.face.liveness_dir else None)
+    out: dict[str, Any] = {
+        "device": settings.face.device,
+        "liveness_off": bench_face(FACES_DIR, 200, verifier=faces.verifier(settings))}
+    if with_liveness is not None:
+        out["liveness_on"] = bench_face(FACES_DIR, 200, verifier=faces.verifier(with_liveness))
+    cores = os.cpu_count() or 1
+    counts = [n for n in (1, 2, 4, 8, 16) if n <= cores]
+    scaling = {f"processes_{n}": face_throughput(settings, n, progress=progress)
+               for n in counts}
+    out["throughput_liveness_off"] = scaling
+    best = max(counts, key=lambda n: scaling[f"processes_{n}"]["selfies_per_s"])
+    if with_liveness is not None:
+        out["throughput_liveness_on"] = {
+            f"processes_{best}": face_throughput(with_liveness, best, progress=progress)}
     return out
+
+
+def _face_process(settings: Settings, threads: int, batch: int, seconds: float,
+                  go: Any, results: Any) -> None:
+    """One face worker of :func:`face_throughput`: verify_many on batches until time is up."""
+    from processors.face import decode_image
+
+    verifier = faces.verifier(settings, threads=threads)
+    files = sorted(p for p in FACES_DIR.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    selfies = [p.read_bytes() for p in files]
+    first = decode_image(selfies[0]).bgr
+    template = verifier.embed(first, verifier.detect(first)[0])
+    items = [(selfies[i % len(selfies)], template) for i in range(batch)]
+    verifier.verify_many(items)  # warm-up: model loading, GPU kernels, memory pools
+    results.put(None)  # ready
+    go.wait()
+    began, done = time.perf_counter(), 0
+    while time.perf_counter() - began < seconds:
+        verifier.verify_many(items)
+        done += batch
+    results.put((done, time.perf_counter() - began))
+
+
+def face_throughput(settings: Settings, processes: int, *, batch: int = 64,
+                    seconds: float = 10.0, progress: bool = False) -> dict[str, Any]:
+    """Selfies per second of ``processes`` face workers at once, each with cores / processes
+    CPU threads, sharing the CPU (and the GPU, when ``face.device`` names one)."""
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // processes)
+    go, results = spawn.Event(), spawn.Queue()
+    procs = [spawn.Process(target=_face_process,
+                           args=(settings, threads, batch, seconds, go, results))
+             for _ in range(processes)]
+    for proc in procs:
+        proc.start()
+
+    def collect() -> Any:
+        while True:
+            try:
+                return results.get(timeout=5)
+            except queue.Empty:
+                if any(proc.exitcode not in (None, 0) for proc in procs):
+                    for proc in procs:
+                        proc.kill()
+                    raise RuntimeError("a face process of the benchmark failed; its error "
+                                       "is printed above") from None
+
+    for _ in procs:
+        collect()  # each one ready: models loaded and warmed up
+    if progress:
+        print(f"  face throughput: {processes} process(es) x {threads} thread(s) ...",
+              flush=True)
+    go.set()
+    done = [collect() for _ in procs]
+    for proc in procs:
+        proc.join(30)
+    selfies = sum(d[0] for d in done)
+    return {"threads_each": threads, "batch": batch, "selfies": selfies,
+            "selfies_per_s": round(selfies / max(d[1] for d in done), 1)}
 
 
 def print_results(results: dict[str, Any], fmt: str) -> None:

@@ -21,11 +21,11 @@ import os
 import statistics
 import struct
 import time
-from collections.abc import Iterable, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import imagehash
@@ -40,13 +40,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from processors.events import Finding, InvalidCheckin, Reason
 from processors.face_models import (
-    CPU,
     SFACE,
     FaceModelError,
     ensure_default_pack,
     liveness_sessions,
     load_insightface_pack,
+    providers_for,
     session,
+    uint8_input_cached,
 )
 
 __all__ = [
@@ -81,6 +82,7 @@ DEFAULT_PACK_VERSION = f"yunet-2023mar+sface-2021dec:{SFACE.sha256[:16]}"
 DETECT_SIZE = 640  # the detector sees the image scaled to this longest side (never enlarged)
 NMS_IOU = 0.3  # OpenCV's FaceDetectorYN default
 EMBED_BATCH = 32
+DETECT_BATCH = 32  # images per detector call where detection is batched (on a GPU)
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP")
 
 
@@ -97,8 +99,12 @@ class FacePolicy:
     replay_max_hamming: int = 8  # pHash bits; measured in docs/face-calibration.md
     liveness_dir: str = ""  # the MiniFASNet folder; empty: liveness is off
     spoof_threshold: float = 0.5  # SPOOF when the spoof score (1 - real score) reaches this
+    device: str = "cpu"  # "cpu", "cuda" or "cuda:N" (needs onnxruntime-gpu, see the README)
 
     def __post_init__(self) -> None:
+        kind, colon, index = self.device.partition(":")
+        if not (self.device == "cpu" or (kind == "cuda" and (not colon or index.isdigit()))):
+            raise ValueError(f"face.device is 'cpu', 'cuda' or 'cuda:N', not {self.device!r}")
         if self.pack not in ("default", "insightface"):
             raise ValueError(f"face.pack must be 'default' or 'insightface', not {self.pack!r}")
         if self.match_threshold is not None and not -1.0 <= self.match_threshold <= 1.0:
@@ -238,32 +244,72 @@ class _Detector(Protocol):
     def detect(self, bgr: np.ndarray) -> list[Face]: ...
 
 
+Map = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
+
+
 class _YuNet:
     """OpenCV Zoo's YuNet (2023mar) run by onnxruntime, decoded as OpenCV's face_detect.cpp does:
     per stride 8/16/32, score = sqrt(cls * obj), box centre = (grid + delta) * stride, size =
-    exp(delta) * stride, landmarks = (grid + delta) * stride; then NMS (IoU 0.3)."""
+    exp(delta) * stride, landmarks = (grid + delta) * stride; then NMS (IoU 0.3).
+
+    Two ways to feed it. For the CPU, one image per call padded to a multiple of 32 (the least
+    arithmetic). For a GPU (``fixed_batch``), every call has one shape: ``fixed_batch`` images,
+    each at the top left of a :data:`DETECT_SIZE` square, unused slots zero, as uint8 pixels
+    (:func:`processors.face_models.uint8_input`). A GPU session builds its kernels' plans for
+    each new input shape (measured on an H200: ~1.3 s for a new shape, against 2 ms for the
+    recognizer's known one); one shape means it does so once, at start."""
 
     STRIDES = (8, 16, 32)
 
-    def __init__(self, sess: ort.InferenceSession, score_threshold: float) -> None:
+    def __init__(self, sess: ort.InferenceSession, score_threshold: float, *,
+                 fixed_batch: int | None = None) -> None:
         self.session = sess
         self.score_threshold = score_threshold
+        self.fixed_batch = fixed_batch
+        self.input_name = sess.get_inputs()[0].name
 
-    def detect(self, bgr: np.ndarray) -> list[Face]:
+    @staticmethod
+    def _scaled(bgr: np.ndarray) -> tuple[np.ndarray, float]:
         height, width = bgr.shape[:2]
         scale = min(1.0, DETECT_SIZE / max(height, width))
         if scale < 1.0:
             bgr = cv2.resize(bgr, (max(1, round(width * scale)), max(1, round(height * scale))),
                              interpolation=cv2.INTER_AREA)
-        h, w = bgr.shape[:2]
-        pad_h, pad_w = -(-h // 32) * 32, -(-w // 32) * 32
-        blob = np.zeros((1, 3, pad_h, pad_w), np.float32)
-        blob[0, :, :h, :w] = bgr.transpose(2, 0, 1)  # BGR, 0..255, zero padding right/bottom
-        outputs = self.session.run(None, {"input": blob})
+        return bgr, scale
+
+    def detect(self, bgr: np.ndarray) -> list[Face]:
+        if self.fixed_batch is not None:
+            return self.detect_many([bgr], lambda fn, items: [fn(i) for i in items])[0]
+        scaled, scale = self._scaled(bgr)
+        h, w = scaled.shape[:2]
+        blob = np.zeros((1, 3, -(-h // 32) * 32, -(-w // 32) * 32), np.float32)
+        blob[0, :, :h, :w] = scaled.transpose(2, 0, 1)  # BGR, 0..255, zero padding
+        return self._faces(self.session.run(None, {self.input_name: blob}), 0, blob.shape[3],
+                           scale)
+
+    def detect_many(self, images: Sequence[np.ndarray], pool_map: Map) -> list[list[Face]]:
+        """:meth:`detect` for several images in calls of ``fixed_batch``; resizing and decoding
+        the outputs run through ``pool_map`` (threads)."""
+        assert self.fixed_batch is not None, "detect_many needs a fixed_batch session"
+        scaled: list[tuple[np.ndarray, float]] = pool_map(self._scaled, images)
+        found: list[list[Face]] = []
+        for start in range(0, len(scaled), self.fixed_batch):
+            chunk = scaled[start:start + self.fixed_batch]
+            blob = np.zeros((self.fixed_batch, DETECT_SIZE, DETECT_SIZE, 3), np.uint8)
+            for i, (image, _) in enumerate(chunk):
+                blob[i, :image.shape[0], :image.shape[1]] = image
+            outputs = self.session.run(None, {self.input_name: blob})
+            found += pool_map(lambda i, out=outputs, c=chunk: self._faces(out, i, DETECT_SIZE,
+                                                                          c[i][1]),
+                              range(len(chunk)))
+        return found
+
+    def _faces(self, outputs: list[np.ndarray], n: int, pad_w: int, scale: float) -> list[Face]:
+        """The faces of image ``n`` of a call's outputs, in original pixels."""
         boxes, scores, points = [], [], []
         for i, stride in enumerate(self.STRIDES):
-            cls, obj = outputs[i][0, :, 0], outputs[i + 3][0, :, 0]
-            bbox, kps = outputs[i + 6][0], outputs[i + 9][0]
+            cls, obj = outputs[i][n, :, 0], outputs[i + 3][n, :, 0]
+            bbox, kps = outputs[i + 6][n], outputs[i + 9][n]
             score = np.sqrt(np.clip(cls, 0, 1) * np.clip(obj, 0, 1))
             idx = np.flatnonzero(score >= self.score_threshold)
             cols = pad_w // stride
@@ -297,6 +343,12 @@ class _Scrfd:
         return [Face(box=(float(x1), float(y1), float(x2 - x1), float(y2 - y1)),
                      landmarks=np.asarray(kps[i], np.float32), score=float(score))
                 for i, (x1, y1, x2, y2, score) in enumerate(det)]
+
+
+def _padded(images: list[np.ndarray], fixed: bool) -> list[np.ndarray]:
+    """A batch of at most :data:`EMBED_BATCH` same-sized images, filled up to exactly that many
+    with black ones when ``fixed`` (a GPU session then sees one shape; see :class:`_YuNet`)."""
+    return images + [np.zeros_like(images[0])] * (EMBED_BATCH - len(images)) if fixed else images
 
 
 def _similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -334,8 +386,10 @@ class _Liveness:
 
     SIZE = 80
 
-    def __init__(self, models: list[tuple[ort.InferenceSession, float]]) -> None:
+    def __init__(self, models: list[tuple[ort.InferenceSession, float]],
+                 fixed_batches: bool = False) -> None:
         self.models = models
+        self.fixed_batches = fixed_batches
 
     def crops(self, bgr: np.ndarray, face: Face) -> list[np.ndarray]:
         src_h, src_w = bgr.shape[:2]
@@ -365,8 +419,11 @@ class _Liveness:
             return []
         summed = np.zeros((len(crops), 3), np.float64)
         for m, (sess, _) in enumerate(self.models):
-            blob = np.stack([c[m] for c in crops]).transpose(0, 3, 1, 2).astype(np.float32)
-            logits = sess.run(None, {"input": blob})[0].astype(np.float64)
+            logits = np.concatenate([
+                sess.run(None, {"input": np.stack(_padded(
+                    [c[m] for c in crops[i:i + EMBED_BATCH]], self.fixed_batches)
+                ).transpose(0, 3, 1, 2).astype(np.float32)})[0][:len(crops[i:i + EMBED_BATCH])]
+                for i in range(0, len(crops), EMBED_BATCH)]).astype(np.float64)
             exp = np.exp(logits - logits.max(axis=1, keepdims=True))
             summed += exp / exp.sum(axis=1, keepdims=True)
         return [1.0 - float(v) for v in summed[:, 1] / 2.0]
@@ -525,28 +582,37 @@ class _Prepared:
 class FaceVerifier:
     """Loads a model pack once and answers face questions about images.
 
-    ``cache_dir`` holds the default pack's converted models (e.g. ``.hadir/models``);
-    ``providers`` are onnxruntime's (default CPU; e.g. ``["CUDAExecutionProvider",
-    "CPUExecutionProvider"]``). ``threads`` is the CPU threads one verifier may use (default:
-    all cores; give each of N worker processes cores / N): :meth:`verify_many` decodes and
-    detects that many images at once (one thread each), and the batched recognizer and liveness
-    models use that many threads. Thread-safe for concurrent calls.
+    ``cache_dir`` holds the default pack's converted models (e.g. ``.hadir/models``); the
+    models run where ``policy.device`` says. ``threads`` is the CPU threads one verifier may use
+    (default: all cores; give each of N worker processes cores / N): :meth:`verify_many` decodes
+    that many images at once (one thread each), and the batched recognizer and liveness models
+    use that many threads. On the CPU each thread also runs the detector on its image; on a GPU
+    the detector runs batched (:meth:`_YuNet.detect_many`). Thread-safe for concurrent calls.
     """
 
     def __init__(self, policy: FacePolicy | None = None, *, cache_dir: Path | str,
-                 providers: Sequence[str] | None = None, threads: int | None = None) -> None:
+                 threads: int | None = None) -> None:
         self.policy = policy or FacePolicy()
-        self.providers = list(providers or CPU)
+        providers = providers_for(self.policy.device)
+        self.providers = [p if isinstance(p, str) else p[0] for p in providers]
         self.threads = max(1, threads or os.cpu_count() or 1)
         self._detector: _Detector
         self._recognizer: ArcFaceONNX
+        self._batch_detector: _YuNet | None = None
+        # On a GPU every model call has one shape (see _YuNet): batches are padded to full size.
+        self._fixed_batches = self.policy.device != "cpu"
         if self.policy.pack == "default":
             files = ensure_default_pack(Path(cache_dir))
-            self._detector = _YuNet(session(files.detector, self.providers, 1),
-                                    self.policy.det_score_threshold)
+            if self.policy.device == "cpu":
+                self._detector = _YuNet(session(files.detector, providers, 1),
+                                        self.policy.det_score_threshold)
+            else:
+                self._detector = self._batch_detector = _YuNet(
+                    session(uint8_input_cached(files.detector), providers, 1),
+                    self.policy.det_score_threshold, fixed_batch=DETECT_BATCH)
             self._recognizer = ArcFaceONNX(
                 str(files.recognizer),
-                session=session(files.recognizer, self.providers, self.threads))
+                session=session(files.recognizer, providers, self.threads))
             # SFace normalises inside the graph: it takes RGB 0..255 as is.
             self._recognizer.input_mean, self._recognizer.input_std = 0.0, 1.0
             self.pack_id = f"default:{DEFAULT_PACK_VERSION}"
@@ -554,7 +620,7 @@ class FaceVerifier:
         else:
             if not self.policy.pack_dir:
                 raise FaceModelError("face.pack is 'insightface' but face.pack_dir is empty")
-            pack = load_insightface_pack(Path(self.policy.pack_dir), self.providers)
+            pack = load_insightface_pack(Path(self.policy.pack_dir), providers)
             self._detector = _Scrfd(pack.detector, self.policy.det_score_threshold)
             self._recognizer = pack.recognizer
             self.pack_id = f"insightface:{pack.version}"
@@ -568,7 +634,8 @@ class FaceVerifier:
             threshold = calibrated
         self.threshold = float(threshold)
         self._liveness = (_Liveness(liveness_sessions(Path(self.policy.liveness_dir),
-                                                      self.providers, self.threads))
+                                                      providers, self.threads),
+                                    self._fixed_batches)
                           if self.policy.liveness_dir else None)
 
     @property
@@ -592,18 +659,22 @@ class FaceVerifier:
     def _embed_crops(self, crops: list[np.ndarray]) -> np.ndarray:
         if not crops:
             return np.empty((0, 0), np.float32)
-        feats = np.concatenate([self._recognizer.get_feat(crops[i:i + EMBED_BATCH])
-                                for i in range(0, len(crops), EMBED_BATCH)]).astype(np.float32)
+        feats = np.concatenate([
+            self._recognizer.get_feat(_padded(crops[i:i + EMBED_BATCH], self._fixed_batches))
+            [:len(crops[i:i + EMBED_BATCH])]
+            for i in range(0, len(crops), EMBED_BATCH)]).astype(np.float32)
         return feats / np.linalg.norm(feats, axis=1, keepdims=True)
 
     def _prepare(self, data: bytes) -> _Prepared:
         decoded = decode_image(data, max_pixels=self.policy.max_pixels)
-        faces = self.detect(decoded.bgr)
-        prepared = _Prepared(decoded, faces)
-        if faces:
-            prepared.crop = align_face(decoded.bgr, faces[0])
+        return self._cropped(_Prepared(decoded, self.detect(decoded.bgr)))
+
+    def _cropped(self, prepared: _Prepared) -> _Prepared:
+        if prepared.faces:
+            bgr, face = prepared.decoded.bgr, prepared.faces[0]
+            prepared.crop = align_face(bgr, face)
             if self._liveness is not None:
-                prepared.live_crops = self._liveness.crops(decoded.bgr, faces[0])
+                prepared.live_crops = self._liveness.crops(bgr, face)
         return prepared
 
     def _try_prepare(self, data: bytes) -> _Prepared | InvalidCheckin:
@@ -611,6 +682,30 @@ class FaceVerifier:
             return self._prepare(data)
         except InvalidCheckin as e:
             return e
+
+    def _try_decode(self, data: bytes) -> DecodedImage | InvalidCheckin:
+        try:
+            return decode_image(data, max_pixels=self.policy.max_pixels)
+        except InvalidCheckin as e:
+            return e
+
+    def _prepare_many(self, images: list[bytes]) -> list[_Prepared | InvalidCheckin]:
+        """:meth:`_try_prepare` for each image: decoding, detecting and cropping in threads, or
+        (batched detector) decoding and cropping in threads around one detector call per
+        :data:`DETECT_BATCH`."""
+        with ThreadPoolExecutor(min(self.threads, len(images))) as pool:
+            def pool_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+                return list(pool.map(fn, items)) if len(items) > 1 else [fn(i) for i in items]
+
+            if self._batch_detector is None:
+                return pool_map(self._try_prepare, images)
+            decoded = pool_map(self._try_decode, images)
+            ok = [d for d in decoded if isinstance(d, DecodedImage)]
+            found = iter(self._batch_detector.detect_many([d.bgr for d in ok], pool_map))
+            prepared = [d if isinstance(d, InvalidCheckin) else _Prepared(
+                d, sorted(next(found), key=lambda f: f.area, reverse=True)) for d in decoded]
+            return pool_map(lambda p: p if isinstance(p, InvalidCheckin) else self._cropped(p),
+                            prepared)
 
     def _usable(self, prepared: _Prepared) -> int:
         scale = prepared.decoded.scale
@@ -632,11 +727,7 @@ class FaceVerifier:
         A bad image yields its :class:`InvalidCheckin` in place instead of raising."""
         batch = list(items)
         templates = [template for _, template in batch]
-        if len(batch) > 1 and self.threads > 1:
-            with ThreadPoolExecutor(min(self.threads, len(batch))) as pool:
-                prepared = list(pool.map(self._try_prepare, (data for data, _ in batch)))
-        else:
-            prepared = [self._try_prepare(data) for data, _ in batch]
+        prepared = self._prepare_many([data for data, _ in batch]) if batch else []
         with_face = [p for p in prepared if isinstance(p, _Prepared) and p.crop is not None]
         embeddings = iter(self._embed_crops([p.crop for p in with_face if p.crop is not None]))
         spoof = iter(self._liveness.spoof_scores([p.live_crops or [] for p in with_face])

