@@ -485,13 +485,52 @@ def face_throughput(settings: Settings, processes: int, *, batch: int = 64,
     if progress:
         print(f"  face throughput: {processes} process(es) x {threads} thread(s) ...",
               flush=True)
+    cpu_before = _cpu_ticks()
+    gpu = _GpuSampler(settings.face.device)
     go.set()
     done = [collect() for _ in procs]
+    gpu_busy = gpu.stop()
+    busy, total = (after - before for after, before in zip(_cpu_ticks(), cpu_before,
+                                                            strict=True))
     for proc in procs:
         proc.join(30)
     selfies = sum(d[0] for d in done)
     return {"threads_each": threads, "batch": batch, "selfies": selfies,
-            "selfies_per_s": round(selfies / max(d[1] for d in done), 1)}
+            "selfies_per_s": round(selfies / max(d[1] for d in done), 1),
+            "cpu_busy_pct": round(100 * busy / total, 1) if total else None,
+            **({"gpu_busy_pct": gpu_busy} if gpu_busy is not None else {})}
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine since boot, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+class _GpuSampler:
+    """The GPU's utilisation sampled by nvidia-smi every 0.5 s while a face benchmark runs
+    (whether the GPU or the CPU side is the limit); nothing on the CPU or without nvidia-smi."""
+
+    def __init__(self, device: str) -> None:
+        import shutil
+        import subprocess
+
+        tool = shutil.which("nvidia-smi")
+        self.proc = None if device == "cpu" or tool is None else subprocess.Popen(
+            [tool, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms",
+             "500", "-i", device.partition(":")[2] or "0"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def stop(self) -> dict[str, float] | None:
+        """Mean and highest utilisation (%) over the samples taken."""
+        if self.proc is None:
+            return None
+        self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=10)
+        samples = [float(v) for v in out.split() if v.replace(".", "", 1).isdigit()]
+        return {"mean": round(sum(samples) / len(samples), 1), "max": max(samples),
+                "samples": len(samples)} if samples else None
 
 
 def print_results(results: dict[str, Any], fmt: str) -> None:

@@ -275,7 +275,7 @@ def session(path: Path, providers: Providers = CPU, threads: int = 0
     """An onnxruntime session; ``threads`` caps its intra-op threads (0: one per core).
 
     onnxruntime falls back to the CPU, with only a log line, when the CUDA provider cannot start
-    (CUDA or cuDNN libraries missing): that is refused here, not left to run 50 times slower."""
+    (CUDA or cuDNN libraries missing): that is refused here, not left to run unnoticed."""
     options = ort.SessionOptions()
     options.log_severity_level = 3  # onnxruntime's warnings about initializers are noise here
     options.intra_op_num_threads = threads
