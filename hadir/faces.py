@@ -15,9 +15,10 @@ from processors.face import FaceVerifier, Template, TemplateCipher
 
 
 def verifier(settings: Settings, threads: int | None = None) -> FaceVerifier:
-    """The configured model pack, converted and cached under the state folder on first use."""
+    """The configured model pack, converted and cached under the state folder on first use;
+    ``threads`` (else ``face.threads``, else all cores) CPU threads."""
     return FaceVerifier(settings.face, cache_dir=settings.infra.models_path,
-                        threads=threads)
+                        threads=threads or settings.face.threads or None)
 
 
 def template_key(settings: Settings) -> bytes:

@@ -8,6 +8,7 @@ consumer group, so the event topics' partitions are shared out). Each is a
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -32,6 +33,14 @@ def _processes(settings: Settings, intake: int, sinks: int) -> list[tuple[Manage
             for name, role in roles]
 
 
+def worker_env(settings: Settings, role: str, intake: int) -> dict[str, str]:
+    """Variables for one worker: ``intake`` face verifiers share the cores (each gets
+    cores / intake threads) unless ``face.threads`` says otherwise."""
+    if role != "intake" or settings.face.threads:
+        return {}
+    return {"HADIR_FACE_THREADS": str(max(1, (os.cpu_count() or 1) // intake))}
+
+
 def running(settings: Settings) -> list[ManagedProcess]:
     home = settings.infra.home_path / "workers"
     return [p for p in (ManagedProcess(f.stem, home, marker=f"hadir-worker={home}/{f.stem}")
@@ -44,7 +53,8 @@ def start(settings: Settings, intake: int = 1, sinks: int = 1) -> list[WorkerSta
     for proc, role in _processes(settings, intake, sinks):
         if proc.pid() is None:
             proc.start([sys.executable, "-m", "streams.worker", role,
-                        f"--hadir-worker={proc.state_dir}/{proc.name}"])
+                        f"--hadir-worker={proc.state_dir}/{proc.name}"],
+                       env=worker_env(settings, role, intake))
         out.append(WorkerStatus(proc.name, proc.pid(), str(proc.log_file)))
     return out
 

@@ -100,6 +100,7 @@ class FacePolicy:
     liveness_dir: str = ""  # the MiniFASNet folder; empty: liveness is off
     spoof_threshold: float = 0.5  # SPOOF when the spoof score (1 - real score) reaches this
     device: str = "cpu"  # "cpu", "cuda" or "cuda:N" (needs onnxruntime-gpu, see the README)
+    threads: int = 0  # CPU threads of one verifier; 0: all cores, shared among intake workers
 
     def __post_init__(self) -> None:
         kind, colon, index = self.device.partition(":")
@@ -113,6 +114,8 @@ class FacePolicy:
             raise ValueError("face.replay_max_hamming must be in 0..63")
         if not 0.0 < self.det_score_threshold < 1.0 or not 0.0 < self.spoof_threshold <= 1.0:
             raise ValueError("face.det_score_threshold and face.spoof_threshold are in (0, 1)")
+        if self.threads < 0:
+            raise ValueError("face.threads must not be negative (0: all cores)")
         if self.max_pixels <= 0 or self.min_face_px < 0:
             raise ValueError("face.max_pixels must be positive and face.min_face_px not negative")
 

@@ -36,6 +36,8 @@ def test_file_then_environment(tmp_path: Path) -> None:
     ({"HADIR_INFRA_KAFKA_PORT": "ninety"}, "HADIR_INFRA_KAFKA_PORT: 'ninety' is not a valid int"),
     ({"HADIR_GEO_GEOFENCE_TOLERANCE_M": "-1"}, "geofence_tolerance_m"),
     ({"HADIR_FRAUD_REVIEW_REASONS": "NOPE"}, "unknown reason 'NOPE'"),
+    ({"HADIR_FACE_DEVICE": "gpu"}, "face.device is 'cpu', 'cuda' or 'cuda:N'"),
+    ({"HADIR_FACE_THREADS": "-2"}, "face.threads"),
 ])
 def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -54,3 +56,14 @@ def test_unknown_keys_and_missing_file(tmp_path: Path) -> None:
 def test_secrets_are_masked() -> None:
     s = load(env={"HADIR_SECURITY_TEMPLATE_KEY_HEX": "ab" * 32})
     assert as_dict(s)["security"]["template_key_hex"] == "***"
+
+
+def test_intake_workers_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hadir.workers import worker_env
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    s = load(env={})
+    assert worker_env(s, "intake", 4) == {"HADIR_FACE_THREADS": "4"}
+    assert worker_env(s, "intake", 32) == {"HADIR_FACE_THREADS": "1"}
+    assert worker_env(s, "core", 4) == {}
+    assert worker_env(load(env={"HADIR_FACE_THREADS": "2"}), "intake", 4) == {}  # set: kept
