@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import itertools
 import math
@@ -348,10 +349,17 @@ class _Scrfd:
                 for i, (x1, y1, x2, y2, score) in enumerate(det)]
 
 
-def _padded(images: list[np.ndarray], fixed: bool) -> list[np.ndarray]:
-    """A batch of at most :data:`EMBED_BATCH` same-sized images, filled up to exactly that many
-    with black ones when ``fixed`` (a GPU session then sees one shape; see :class:`_YuNet`)."""
-    return images + [np.zeros_like(images[0])] * (EMBED_BATCH - len(images)) if fixed else images
+def _in_batches(model: Callable[[list[np.ndarray]], np.ndarray], images: list[np.ndarray],
+                fixed: bool) -> np.ndarray:
+    """``model``'s output rows for same-sized ``images``, run :data:`EMBED_BATCH` at a time;
+    when ``fixed``, every batch is filled up to that size with black images (a GPU session then
+    sees one shape; see :class:`_YuNet`) and their rows are dropped."""
+    out = []
+    for start in range(0, len(images), EMBED_BATCH):
+        batch = images[start:start + EMBED_BATCH]
+        filler = [np.zeros_like(batch[0])] * (EMBED_BATCH - len(batch)) if fixed else []
+        out.append(model(batch + filler)[:len(batch)])
+    return np.concatenate(out)
 
 
 def _similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -416,17 +424,20 @@ class _Liveness:
             out.append(cv2.resize(region, (self.SIZE, self.SIZE), interpolation=cv2.INTER_LINEAR))
         return out
 
+    @staticmethod
+    def _run(sess: ort.InferenceSession, batch: list[np.ndarray]) -> np.ndarray:
+        """One model's logits for 80 x 80 BGR crops (fed as N x 3 x 80 x 80 float32)."""
+        return sess.run(None, {"input": np.stack(batch).transpose(0, 3, 1, 2)
+                               .astype(np.float32)})[0]
+
     def spoof_scores(self, crops: list[list[np.ndarray]]) -> list[float]:
         """1 - real score for each face (given as the list :meth:`crops` returned)."""
         if not crops:
             return []
         summed = np.zeros((len(crops), 3), np.float64)
         for m, (sess, _) in enumerate(self.models):
-            logits = np.concatenate([
-                sess.run(None, {"input": np.stack(_padded(
-                    [c[m] for c in crops[i:i + EMBED_BATCH]], self.fixed_batches)
-                ).transpose(0, 3, 1, 2).astype(np.float32)})[0][:len(crops[i:i + EMBED_BATCH])]
-                for i in range(0, len(crops), EMBED_BATCH)]).astype(np.float64)
+            logits = _in_batches(functools.partial(self._run, sess), [c[m] for c in crops],
+                                 self.fixed_batches).astype(np.float64)
             exp = np.exp(logits - logits.max(axis=1, keepdims=True))
             summed += exp / exp.sum(axis=1, keepdims=True)
         return [1.0 - float(v) for v in summed[:, 1] / 2.0]
@@ -662,10 +673,8 @@ class FaceVerifier:
     def _embed_crops(self, crops: list[np.ndarray]) -> np.ndarray:
         if not crops:
             return np.empty((0, 0), np.float32)
-        feats = np.concatenate([
-            self._recognizer.get_feat(_padded(crops[i:i + EMBED_BATCH], self._fixed_batches))
-            [:len(crops[i:i + EMBED_BATCH])]
-            for i in range(0, len(crops), EMBED_BATCH)]).astype(np.float32)
+        feats = _in_batches(self._recognizer.get_feat, crops, self._fixed_batches
+                            ).astype(np.float32)
         return feats / np.linalg.norm(feats, axis=1, keepdims=True)
 
     def _prepare(self, data: bytes) -> _Prepared:
