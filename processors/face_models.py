@@ -82,6 +82,11 @@ def providers_for(device: str) -> Providers:
             f"face.device is {device!r} but this onnxruntime ({ort.__version__}) has no CUDA "
             "provider: replace it by onnxruntime-gpu (pip uninstall onnxruntime; pip install "
             "'onnxruntime-gpu[cuda,cudnn]==1.31.1')")
+    if hasattr(ort, "preload_dlls"):
+        # CUDA and cuDNN from the nvidia-* wheels (onnxruntime-gpu's [cuda,cudnn] extras): its
+        # provider library has no search path of its own. A library it cannot find is printed
+        # here and refused by session() below.
+        ort.preload_dlls()
     index = device.partition(":")[2] or "0"
     return [(CUDA, {"device_id": index, "cudnn_conv_algo_search": "HEURISTIC"}),
             "CPUExecutionProvider"]
@@ -234,7 +239,10 @@ def uint8_input_cached(path: Path) -> Path:
     """:func:`uint8_input` of a model file, written once beside it."""
     target = path.with_name(f"{path.stem}-uint8.onnx")
     if not target.is_file():
-        _write_atomically(uint8_input(onnx.load(str(path))), target)
+        try:
+            _write_atomically(uint8_input(onnx.load(str(path))), target)
+        except OSError as e:
+            raise FaceModelError(f"cannot write the GPU detector model {target}: {e}") from e
     return target
 
 
