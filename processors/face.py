@@ -612,7 +612,6 @@ class FaceVerifier:
         self.threads = max(1, threads or os.cpu_count() or 1)
         self._detector: _Detector
         self._recognizer: ArcFaceONNX
-        self._batch_detector: _YuNet | None = None
         # On a GPU every model call has one shape (see _YuNet): batches are padded to full size.
         self._fixed_batches = self.policy.device != "cpu"
         if self.policy.pack == "default":
@@ -621,7 +620,7 @@ class FaceVerifier:
                 self._detector = _YuNet(session(files.detector, providers, 1),
                                         self.policy.det_score_threshold)
             else:
-                self._detector = self._batch_detector = _YuNet(
+                self._detector = _YuNet(
                     session(uint8_input_cached(files.detector), providers, 1),
                     self.policy.det_score_threshold, fixed_batch=DETECT_BATCH)
             self._recognizer = ArcFaceONNX(
@@ -651,6 +650,12 @@ class FaceVerifier:
                                                       providers, self.threads),
                                     self._fixed_batches)
                           if self.policy.liveness_dir else None)
+
+    @property
+    def _batch_detector(self) -> _YuNet | None:
+        """The detector when it runs batched (a GPU session with a fixed batch)."""
+        detector = self._detector
+        return detector if isinstance(detector, _YuNet) and detector.fixed_batch else None
 
     @property
     def liveness_enabled(self) -> bool:
@@ -707,13 +712,16 @@ class FaceVerifier:
         :data:`DETECT_BATCH`."""
         with ThreadPoolExecutor(min(self.threads, len(images))) as pool:
             def pool_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
-                return list(pool.map(fn, items)) if len(items) > 1 else [fn(i) for i in items]
+                if self.threads > 1 and len(items) > 1:
+                    return list(pool.map(fn, items))
+                return [fn(i) for i in items]  # no thread hand-off for one image or one thread
 
-            if self._batch_detector is None:
+            detector = self._batch_detector
+            if detector is None:
                 return pool_map(self._try_prepare, images)
             decoded = pool_map(self._try_decode, images)
             ok = [d for d in decoded if isinstance(d, DecodedImage)]
-            found = iter(self._batch_detector.detect_many([d.bgr for d in ok], pool_map))
+            found = iter(detector.detect_many([d.bgr for d in ok], pool_map))
             prepared = [d if isinstance(d, InvalidCheckin) else _Prepared(
                 d, sorted(next(found), key=lambda f: f.area, reverse=True)) for d in decoded]
             return pool_map(lambda p: p if isinstance(p, InvalidCheckin) else self._cropped(p),

@@ -73,8 +73,9 @@ def providers_for(device: str) -> Providers:
     with the CPU for any operator the GPU provider lacks).
 
     cuDNN picks convolution algorithms by its heuristics rather than by timing every candidate
-    (onnxruntime's default): batch sizes vary from call to call, and each new shape would
-    otherwise stall a live stream for the search."""
+    (onnxruntime's default): the search runs again for every new input shape, and a live stream
+    must not stall for it (processors/face.py keeps GPU calls to one shape per model, but a
+    shape not seen yet, such as the first, still costs it)."""
     if device == "cpu":
         return CPU
     if CUDA not in ort.get_available_providers():

@@ -163,7 +163,7 @@ def test_verify_many_with_the_batched_detector(models: Path, template: Template)
     threads), run on the CPU: same outcomes as the CPU's way, bad input kept in place."""
     policy = FacePolicy(liveness_dir=str(LIVENESS))
     batched = FaceVerifier(policy, cache_dir=models, threads=2)
-    batched._detector = batched._batch_detector = _YuNet(
+    batched._detector = _YuNet(
         session(uint8_input_cached(ensure_default_pack(models).detector)),
         batched.policy.det_score_threshold, fixed_batch=4)
     assert batched._liveness is not None
