@@ -234,14 +234,26 @@ def bench_pipeline(settings: Settings, progress: bool, asn: int = 5000) -> dict[
 # --- sink ----------------------------------------------------------------------------------
 
 
-def _sink_process(settings: Settings, topic: str, group: str, results: Any) -> None:
-    """One sink process of the benchmark: the verdict mapping, pointed at the bench topic."""
+def _sink_process(settings: Settings, topic: str, group: str, results: Any,
+                  stop: Any) -> None:
+    """One sink process of the benchmark: the verdict mapping, pointed at the bench topic. It
+    ends 3 s after its last record, or once ``stop.value`` is set: a process whose partitions
+    were all read by the others before it joined never gets a record to start that clock.
+    (A shared byte, polled: a multiprocessing Event's ``set`` hangs when a process that waited
+    on it has exited.)"""
     from sinks.clickhouse import ClickHouseSink, mappings
 
     base = next(m for m in mappings(settings) if m.table == "checkins")
     mapping = dataclasses.replace(base, topic=dataclasses.replace(base.topic, name=topic),
                                   table="bench_checkins")
     sink = ClickHouseSink(settings, [mapping], group_id=group)
+
+    def stop_when_told() -> None:
+        while not stop.value:
+            time.sleep(0.2)
+        sink.stopping = True
+
+    threading.Thread(target=stop_when_told, daemon=True).start()
     sink.run(max_idle_s=3.0)
     results.put((sink.rows_written, sink.first_message_at, sink.last_commit_at))
 
@@ -287,20 +299,18 @@ def bench_sink(settings: Settings, progress: bool, rows: int = 1_000_000,
     for n in (n for n in processes if n <= settings.infra.partitions):
         client.execute("DROP TABLE IF EXISTS bench_checkins")
         client.execute("CREATE TABLE bench_checkins AS checkins")
-        results = spawn.Queue()
+        results, stop = spawn.Queue(), spawn.RawValue("b", 0)
         group = f"bench-{topic.name}-{n}"
-        procs = [spawn.Process(target=_sink_process, args=(settings, topic.name, group, results))
+        procs = [spawn.Process(target=_sink_process,
+                               args=(settings, topic.name, group, results, stop))
                  for _ in range(n)]
         for proc in procs:
             proc.start()
-        done: list[tuple[int, float, float]] = []
-        while len(done) < n:
-            try:
-                done.append(results.get(timeout=5))
-            except queue.Empty:
-                if not any(proc.is_alive() for proc in procs):
-                    raise RuntimeError("a sink process of the benchmark failed; its error "
-                                       "is printed above") from None
+        done: list[tuple[int, float | None, float | None]] = []
+        for _ in procs:
+            done.append(_collect(results, procs, "sink"))
+            if sum(d[0] for d in done) >= rows:
+                stop.value = 1  # every record is stored: the others have nothing left to read
         for proc in procs:
             proc.join(30)
         (stored,), = client.execute("SELECT count() FROM bench_checkins")
@@ -310,6 +320,21 @@ def bench_sink(settings: Settings, progress: bool, rows: int = 1_000_000,
     client.execute("DROP TABLE bench_checkins")
     client.disconnect()
     return out
+
+
+def _collect(results: Any, procs: list[Any], what: str) -> Any:
+    """The next item a benchmark's worker process puts on ``results``; if one of them has
+    failed meanwhile (its traceback is in the output above), all are stopped and this raises
+    rather than waiting for ever."""
+    while True:
+        try:
+            return results.get(timeout=5)
+        except queue.Empty:
+            if any(proc.exitcode not in (None, 0) for proc in procs):
+                for proc in procs:
+                    proc.kill()
+                raise RuntimeError(f"a {what} process of the benchmark failed; its error is "
+                                   "printed above") from None
 
 
 # --- report --------------------------------------------------------------------------------
@@ -468,27 +493,15 @@ def face_throughput(settings: Settings, processes: int, *, batch: int = 64,
              for _ in range(processes)]
     for proc in procs:
         proc.start()
-
-    def collect() -> Any:
-        while True:
-            try:
-                return results.get(timeout=5)
-            except queue.Empty:
-                if any(proc.exitcode not in (None, 0) for proc in procs):
-                    for proc in procs:
-                        proc.kill()
-                    raise RuntimeError("a face process of the benchmark failed; its error "
-                                       "is printed above") from None
-
     for _ in procs:
-        collect()  # each one ready: models loaded and warmed up
+        _collect(results, procs, "face")  # each one ready: models loaded and warmed up
     if progress:
         print(f"  face throughput: {processes} process(es) x {threads} thread(s) ...",
               flush=True)
     cpu_before = _cpu_ticks()
     gpu = _GpuSampler(settings.face.device)
     go.set()
-    done = [collect() for _ in procs]
+    done = [_collect(results, procs, "face") for _ in procs]
     gpu_busy = gpu.stop()
     busy, total = (after - before for after, before in zip(_cpu_ticks(), cpu_before,
                                                             strict=True))
