@@ -28,7 +28,7 @@ from processors.attendance import (
     longest_tk_streak,
     tpp_month,
 )
-from sinks.clickhouse import connect
+from sinks.connection import connect
 
 TPP_COLUMNS = ["nip", "name", "office_id", "working_days", "present_days", "excused_days",
                "tk_days", "tl", "psw", "cut_pct", "tpp_base_idr", "tpp_cut_idr",
@@ -75,22 +75,25 @@ Times = dict[str, dict[date, datetime]]
 
 
 def _times(client: Any, first: date, last: date, tz: tzinfo) -> tuple[Times, Times]:
-    """Per NIP and local date, the first counted IN and the last counted OUT, as local times
-    (one row per NIP and date, so the report reads half as many rows)."""
+    """Per NIP and local date, the first counted IN and the last counted OUT, as local times.
+
+    One row per NIP with the dates as arrays: decoding 5,000 rows of arrays is cheaper than
+    110,000 rows. ``minIf``/``maxIf`` give 0 where a date has no IN (or OUT); no check-in is
+    stamped at the epoch, so 0 means none."""
     rows = client.execute(
-        "SELECT nip, local_date, countIf(type = 'IN'), minIf(server_time_ms, type = 'IN'), "
-        "countIf(type = 'OUT'), maxIf(server_time_ms, type = 'OUT') "
+        "SELECT nip, groupArray(day), groupArray(first_in), groupArray(last_out) FROM ("
+        "SELECT nip, local_date AS day, minIf(server_time_ms, type = 'IN') AS first_in, "
+        "maxIf(server_time_ms, type = 'OUT') AS last_out "
         "FROM checkins FINAL WHERE local_date >= %(first)s AND local_date <= %(last)s "
-        "AND verdict IN %(counted)s GROUP BY nip, local_date",
+        "AND verdict IN %(counted)s GROUP BY nip, local_date) GROUP BY nip",
         {"first": first, "last": last, "counted": COUNTED})
     first_in: Times = defaultdict(dict)
     last_out: Times = defaultdict(dict)
     at = datetime.fromtimestamp
-    for nip, day, n_in, lo, n_out, hi in rows:
-        if n_in:
-            first_in[nip][day] = at(lo / 1000, tz)
-        if n_out:
-            last_out[nip][day] = at(hi / 1000, tz)
+    for nip, days, ins, outs in rows:
+        first_in[nip] = {day: at(ms / 1000, tz) for day, ms in zip(days, ins, strict=True) if ms}
+        last_out[nip] = {day: at(ms / 1000, tz) for day, ms in zip(days, outs, strict=True)
+                         if ms}
     return first_in, last_out
 
 
@@ -138,6 +141,24 @@ def _assess(settings: Settings, first: date, last: date,
     return employees, results
 
 
+def _day_columns(days: list[DayRecord], office_of: dict[str, str],
+                 version: int) -> list[list[Any]]:
+    """The attendance_daily columns of ``days`` (a month for 5,000 ASN is 155,000 rows, so
+    columns are built whole, not row by row)."""
+    (nips, dates, working, excuses, first_in, last_out, late, early, tl, psw, tk, present,
+     cut) = (list(column) for column in zip(*days, strict=True))
+    as_float = {pct: float(pct) for pct in set(cut)}  # a handful of distinct cuts
+
+    def seconds(times: list[datetime | None]) -> list[int | None]:
+        """DateTime values as epoch seconds (clickhouse-driver passes ints through)."""
+        return [int(t.timestamp()) if t else None for t in times]
+
+    return [nips, [office_of.get(nip, "") for nip in nips], dates, working,
+            [kind or "" for kind in excuses], seconds(first_in), seconds(last_out),
+            [m or 0 for m in late], [m or 0 for m in early], tl, psw, tk, present,
+            [as_float[pct] for pct in cut], [version] * len(days)]
+
+
 def _store(settings: Settings, month: date, results: list[TppResult],
            office_of: dict[str, str]) -> None:
     version = int(datetime.now(UTC).timestamp() * 1000)
@@ -156,19 +177,12 @@ def _store(settings: Settings, month: date, results: list[TppResult],
     client.execute("INSERT INTO calendar (date, working, start_minute, end_minute, holiday, "
                    "version) VALUES", calendar_rows)
 
-    def seconds(t: datetime | None) -> int | None:
-        """A DateTime value as epoch seconds (clickhouse-driver passes ints through)."""
-        return int(t.timestamp()) if t else None
-
-    day_rows = [(d.nip, office_of.get(d.nip, ""), d.date, int(d.working),
-                 d.excuse.value if d.excuse else "", seconds(d.first_in), seconds(d.last_out),
-                 d.late_min or 0, d.early_min or 0, d.tl_code, d.psw_code, int(d.tk),
-                 int(d.present), float(d.cut_pct), version)
-                for r in results for d in r.days]
-    if day_rows:
+    days = [d for r in results for d in r.days]
+    if days:
         client.execute("INSERT INTO attendance_daily (nip, office_id, date, working, excuse, "
                        "first_in, last_out, late_min, early_min, tl_code, psw_code, tk, present, "
-                       "cut_pct, version) VALUES", day_rows)
+                       "cut_pct, version) VALUES", _day_columns(days, office_of, version),
+                       columnar=True)
     tpp_rows = [(month, r.line.nip, r.line.name, r.line.office_id, r.line.working_days,
                  r.line.present_days, r.line.excused_days, r.line.tk_days, *r.line.tl,
                  *r.line.psw, float(r.line.cut_pct), r.line.tpp_base_idr, r.line.tpp_cut_idr,

@@ -379,19 +379,21 @@ class DayRecord(NamedTuple):
     cut_pct: Decimal
 
 
-def _local_on(moment: datetime | None, day: date, tz: ZoneInfo) -> datetime | None:
-    """``moment`` on the local wall clock; it must be aware and fall on ``day``."""
+def _local_minute(moment: datetime | None, day: date, tz: ZoneInfo) -> int | None:
+    """The wall-clock minute of ``moment`` in ``tz`` (seconds truncated: 07:30:59 -> 07:30);
+    ``moment`` must be aware and fall on ``day`` there. None stays None."""
     if moment is None:
         return None
-    if moment.tzinfo is not tz and (moment.tzinfo is None or moment.utcoffset() is None):
-        raise ValueError(f"naive datetime {moment.isoformat()}: an offset is required")
-    local = moment.astimezone(tz)  # no work when already local
-    if local.date() != day:
+    if moment.tzinfo is not tz:  # already local (as the report gives them): nothing to convert
+        if moment.tzinfo is None or moment.utcoffset() is None:
+            raise ValueError(f"naive datetime {moment.isoformat()}: an offset is required")
+        moment = moment.astimezone(tz)
+    if moment.date() != day:
         raise ValueError(f"{moment.isoformat()} is not on attendance day {day}")
-    return local
+    return moment.hour * 60 + moment.minute
 
 
-def _minutes(at: time | datetime) -> int:
+def _minutes(at: time) -> int:
     """Wall-clock minute of the day, seconds truncated: 07:30:59 -> 07:30."""
     return at.hour * 60 + at.minute
 
@@ -430,41 +432,34 @@ def assess_day(
 def _assess(nip: str, day: date, hours: tuple[int, int] | None, first_in: datetime | None,
             last_out: datetime | None, excuse: ExcuseKind | None, tz: ZoneInfo,
             policy: AttendancePolicy) -> DayRecord:
-    """:func:`assess_day` with the day's hours (in minutes) and the policy looked up."""
-    local_in = _local_on(first_in, day, tz)
-    local_out = _local_on(last_out, day, tz)
+    """:func:`assess_day` with the day's hours (in minutes) and the policy looked up. A report
+    calls this once per ASN and date (155,000 times for 5,000 ASN in a month), hence the
+    positional record and no helper calls beyond the two below."""
+    in_minute = _local_minute(first_in, day, tz)
+    out_minute = _local_minute(last_out, day, tz)
     if hours is None:  # a day off: nothing is measured, nothing is cut
         return DayRecord(nip, day, False, excuse, first_in, last_out, None, None, 0, 0, False,
                          False, _NO_CUT)
-    start, end = hours
-    late = None if local_in is None else max(0, _minutes(local_in) - start)
-    early = None if local_out is None else max(0, end - _minutes(local_out))
+    late = early = None
+    if in_minute is not None:
+        late = in_minute - hours[0] if in_minute > hours[0] else 0
+    if out_minute is not None:
+        early = hours[1] - out_minute if out_minute < hours[1] else 0
     checked = first_in is not None or last_out is not None
-    present = checked or excuse is ExcuseKind.DINAS_LUAR
-    tk = excuse is None and not checked
     tl = psw = 0
-    cut = _NO_CUT
-    if tk:
+    if excuse is not None:
+        cut = _NO_CUT
+    elif not checked:  # TK
         cut = policy.tk_cut
-    elif excuse is None:
+    else:
         tl = _bracket(late, policy.tl_limits)
         psw = _bracket(early, policy.psw_limits)
         cut = policy.tl_cuts[tl] + policy.psw_cuts[psw]
-    return DayRecord(
-        nip=nip,
-        date=day,
-        working=True,
-        excuse=excuse,
-        first_in=first_in,
-        last_out=last_out,
-        late_min=late,
-        early_min=early,
-        tl_code=tl,
-        psw_code=psw,
-        tk=tk,
-        present=present,
-        cut_pct=cut,
-    )
+    # DayRecord(nip, date, working, excuse, first_in, last_out, late_min, early_min, tl_code,
+    #           psw_code, tk, present, cut_pct)
+    return DayRecord(nip, day, True, excuse, first_in, last_out, late, early, tl, psw,
+                     excuse is None and not checked,
+                     checked or excuse is ExcuseKind.DINAS_LUAR, cut)
 
 
 class TppEmployee(Protocol):
@@ -569,11 +564,11 @@ def tpp_month(
     own = [excuse for excuse in excuses if excuse.nip == employee.nip]
     nip, tz, policy = employee.nip, calendar.tz, calendar.policy
     first_in, last_out = first_in_by_date.get, last_out_by_date.get
-    days = tuple(
+    days = tuple([
         _assess(nip, day, hours, first_in(day), last_out(day),
                 excuse_on(own, day) if own else None, tz, policy)
         for day, hours in calendar.month_hours(year, month)
-    )
+    ])
     return tpp_line(employee, days, policy), days
 
 

@@ -18,8 +18,9 @@ from hadir import reports, topics
 from hadir.infra.clickhouse import ClickHouseServer
 from hadir.output import to_json
 from hadir.serde import AvroCodec, Registry
-from processors.attendance import WorkCalendar, tpp_month
-from sinks.clickhouse import ClickHouseSink, connect, mappings
+from processors.attendance import Excuse, ExcuseKind, WorkCalendar, tpp_month
+from sinks.clickhouse import ClickHouseSink, mappings
+from sinks.connection import connect
 
 pytestmark = pytest.mark.infra
 WIB = ZoneInfo("Asia/Jakarta")
@@ -221,11 +222,16 @@ def test_tpp_report_from_clickhouse(stack) -> None:  # type: ignore[no-untyped-d
                    "version) VALUES",
                    [(n, f"ASN {n[-1]}", office, 3_000_000, 0, 1)
                     for n in (perfect, late_once, absent, reviewed)])
+    # On leave on the second day, yet checked in: present and excused, nothing cut.
+    leave = Excuse(perfect, days[1], days[1], ExcuseKind.CUTI)
+    client.execute("INSERT INTO excuses (nip, date_from, date_to, kind, deleted, version) "
+                   "VALUES", [(perfect, days[1], days[1], "CUTI", 0, 1)])
     client.disconnect()
 
     lines = {r.line.nip: r for r in reports.tpp(stack, month, office=office)}
     assert set(lines) == {perfect, late_once, absent, reviewed}
     assert lines[perfect].line.cut_pct == 0 and lines[perfect].line.tpp_paid_idr == 3_000_000
+    assert lines[perfect].line.excused_days == 1 and lines[perfect].line.present_days == len(days)
     assert lines[reviewed].line.tpp_paid_idr == 3_000_000  # REVIEW counts
     assert lines[late_once].line.tl == (1, 0, 0, 0)
     assert lines[late_once].line.tpp_cut_idr == 15_000  # 0.5 % of 3,000,000
@@ -250,6 +256,22 @@ def test_tpp_report_from_clickhouse(stack) -> None:  # type: ignore[no-untyped-d
         "AND date = %(d)s", {"n": late_once, "d": days[0]})
     client.disconnect()
     assert (first_in, tl_code) == (late_arrival, 1)
+    # Every stored column of every day is its DayRecord's (the days are written as columns).
+    client = connect(stack.infra)
+    stored_days = client.execute(
+        "SELECT nip, date, working, excuse, first_in, last_out, late_min, early_min, tl_code, "
+        "psw_code, tk, present, cut_pct FROM attendance_daily FINAL WHERE office_id = %(o)s "
+        "ORDER BY nip, date", {"o": office})
+    client.disconnect()
+
+    def naive_utc(t: datetime | None) -> datetime | None:
+        return t.astimezone(UTC).replace(tzinfo=None) if t else None
+
+    assert stored_days == sorted(
+        (d.nip, d.date, int(d.working), d.excuse or "", naive_utc(d.first_in),
+         naive_utc(d.last_out), d.late_min or 0, d.early_min or 0, d.tl_code, d.psw_code,
+         int(d.tk), int(d.present), float(d.cut_pct)) for r in lines.values() for d in r.days)
+    assert ("CUTI", 1, 0.0) in {(row[3], row[11], row[12]) for row in stored_days}
     exported = json.loads(to_json(lines[late_once].day_rows()))
     assert len(exported) == 30 and exported[days[0].day - 1]["tl_code"] == 1
     assert exported[days[0].day - 1]["late_min"] == 1
@@ -259,7 +281,7 @@ def test_tpp_report_from_clickhouse(stack) -> None:  # type: ignore[no-untyped-d
     lasts = {d: _local(d, cal.schedule(d)[1].hour, cal.schedule(d)[1].minute, 5)  # type: ignore[index]
              for d in days}
     direct, _ = tpp_month(reports.EmployeeRow(perfect, "ASN 0", office, 3_000_000), 2027, 6,
-                          firsts, lasts, (), cal)
+                          firsts, lasts, (leave,), cal)
     assert direct == lines[perfect].line
 
     discipline = {r["nip"]: r for r in reports.discipline(stack, 2027, office=office)}
