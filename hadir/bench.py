@@ -269,7 +269,7 @@ def bench_sink(settings: Settings, progress: bool, rows: int = 1_000_000,
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from sinks.clickhouse import connect
+    from sinks.connection import connect
 
     topic = topics.Topic(f"hadir.bench.verdicts.{uuid.uuid4().hex[:8]}", "CheckinVerdict", "NIP")
     admin = AdminClient({"bootstrap.servers": settings.infra.bootstrap})
@@ -345,7 +345,7 @@ def bench_report(settings: Settings, progress: bool, asn: int = 5000) -> dict[st
     into ClickHouse: this measures the report, not the pipeline)."""
     from hadir import reports
     from processors.attendance import WorkCalendar
-    from sinks.clickhouse import connect
+    from sinks.connection import connect
 
     rng = random.Random(5)
     client = connect(settings.infra)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from processors.attendance import AttendancePolicy
-from processors.face import FacePolicy
+from processors.face_policy import FacePolicy
 from processors.fraud import FraudPolicy
 from processors.geo import GeoPolicy
 

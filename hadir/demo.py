@@ -19,7 +19,7 @@ from hadir.config import REPO_ROOT, Settings
 from hadir.generate import EXPECTED_REASON, FRAUD_KINDS, generate
 from hadir.output import emit, emit_object, to_json
 from hadir.queries import event_ids
-from sinks.clickhouse import connect
+from sinks.connection import connect
 
 FACES_DIR = REPO_ROOT.parent / "shared" / "faces" / "deepface"
 

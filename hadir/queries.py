@@ -10,7 +10,7 @@ from typing import Any
 from hadir import topics
 from hadir.config import Settings
 from hadir.output import to_json
-from sinks.clickhouse import connect
+from sinks.connection import connect
 
 ALERT_COLUMNS = ["alert_id", "event_id", "nip", "device_id", "rule", "severity", "detected_at",
                  "evidence"]

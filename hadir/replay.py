@@ -29,7 +29,7 @@ from hadir.queries import event_ids
 from hadir.scenario import Event, Scenario, ScenarioError, load
 from hadir.serde import AvroCodec, Registry
 from processors.face import EnrollmentError, Template
-from sinks.clickhouse import connect
+from sinks.connection import connect
 
 
 @dataclass

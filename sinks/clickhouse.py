@@ -19,23 +19,16 @@ from itertools import chain
 from typing import Any
 
 import polars as pl
-from clickhouse_driver import Client
 
 from hadir import topics
-from hadir.config import InfraSettings, Settings
+from hadir.config import Settings
 from hadir.serde import AvroCodec, Registry, SerdeError, schema_text
+from sinks.connection import connect
 from sinks.frames import FrameDecoder
 
 log = logging.getLogger("hadir.sink")
 
 Row = tuple[Any, ...]
-
-
-def connect(infra: InfraSettings, database: str | None = None) -> Client:
-    return Client(infra.clickhouse_host, port=infra.clickhouse_port, user=infra.clickhouse_user,
-                  password=infra.clickhouse_password,
-                  database=database or infra.clickhouse_database, connect_timeout=5,
-                  send_receive_timeout=120, settings={"use_numpy": False})
 
 
 def _local_date(column: str, tz: str) -> pl.Expr:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from hadir.config import Settings
-from sinks.clickhouse import connect
+from sinks.connection import connect
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 _NAME = re.compile(r"^(\d{3})_(\w+)\.sql$")

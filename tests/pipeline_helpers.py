@@ -18,7 +18,7 @@ from hadir import faces, topics
 from hadir.config import Settings
 from hadir.generate import FreshShots, SelfieCamera, load_photo
 from hadir.serde import AvroCodec, Registry
-from sinks.clickhouse import connect
+from sinks.connection import connect
 from tests.paths import FACES as FACES_DIR
 
 KOBA = (-2.48600, 106.41000)  # office centre used by the pipeline tests

@@ -112,7 +112,7 @@ def test_codec_refuses_garbage_with_a_reason(stack) -> None:  # type: ignore[no-
 
 
 def test_clickhouse_write_read(stack) -> None:  # type: ignore[no-untyped-def]
-    from sinks.clickhouse import connect
+    from sinks.connection import connect
 
     client = connect(stack.infra)
     client.execute("CREATE TABLE IF NOT EXISTS roundtrip (id String, n Int64) "

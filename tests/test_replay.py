@@ -13,7 +13,7 @@ from hadir import faces, replay, reports
 from hadir.demo import detection, verdicts_of
 from hadir.generate import generate
 from hadir.scenario import ScenarioError
-from sinks.clickhouse import connect
+from sinks.connection import connect
 from tests.paths import FACES
 
 pytestmark = pytest.mark.infra

@@ -107,7 +107,7 @@ class ClickHouseServer(LocalService):
 """)
 
     def healthy(self) -> bool:
-        from sinks.clickhouse import connect
+        from sinks.connection import connect
 
         if self.infra.managed and not port_open("127.0.0.1", self.infra.clickhouse_port):
             return False
