@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import shutil
 import sys
+import textwrap
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, TextIO
-
-from rich.console import Console
-from rich.table import Table
 
 FORMATS = ("table", "json", "csv")
 
@@ -58,15 +58,45 @@ def emit(rows: Sequence[dict[str, Any]], fmt: str = "table", title: str | None =
         for r in rows:
             writer.writerow([_cell(r.get(c)) for c in cols])
     else:
-        table = Table(title=title, show_lines=False, header_style="bold")
         cells = [[_cell(r.get(c)) for c in cols] for r in rows]
-        widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(cols)]
-        widest = widths.index(max(widths)) if widths else -1
-        for i, c in enumerate(cols):  # only the widest column wraps; ids stay on one line
-            table.add_column(c, overflow="fold", no_wrap=i != widest)
-        for row in cells:
-            table.add_row(*row)
-        Console(file=out, width=max(100, Console().width)).print(table)
+        width = max(100, shutil.get_terminal_size((100, 24)).columns)
+        out.write(render_table(cols, cells, title, width))
+
+
+_NUMBER = re.compile(r"-?[0-9][0-9,.]*")
+
+
+def render_table(cols: list[str], cells: list[list[str]], title: str | None = None,
+                 width: int = 100) -> str:
+    """A plain text table for people: a header, a rule, one line per row, numbers right-aligned.
+    When it is wider than ``width``, the widest column of free text (values with spaces: names,
+    descriptions) wraps at its spaces; ids and numbers stay on one line.
+    Plain text because a month's TPP report has 5,000 lines: a rich table took 17 s."""
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(cols)]
+    right = [bool(cells) and all(_NUMBER.fullmatch(row[i]) for row in cells if row[i])
+             for i in range(len(cols))]
+    gap = "  "
+    excess = sum(widths) + len(gap) * (len(cols) - 1) - width
+    text = [i for i in range(len(cols)) if any(" " in row[i] for row in cells)]
+    if excess > 0 and text:
+        widest = max(text, key=lambda i: widths[i])
+        widths[widest] = max(20, widths[widest] - excess)
+    lines = [title] if title else []
+
+    def add(row: list[str]) -> None:
+        folded = [(textwrap.wrap(cell, w) if len(cell) > w else [cell]) or [""]
+                  for cell, w in zip(row, widths, strict=True)]
+        for j in range(max(len(parts) for parts in folded)):
+            lines.append(gap.join(
+                (parts[j] if j < len(parts) else "").rjust(w) if r else
+                (parts[j] if j < len(parts) else "").ljust(w)
+                for parts, w, r in zip(folded, widths, right, strict=True)).rstrip())
+
+    add(cols)
+    lines.append(gap.join("-" * w for w in widths))
+    for row in cells:
+        add(row)
+    return "\n".join(lines) + "\n"
 
 
 def emit_object(obj: dict[str, Any], fmt: str = "table", title: str | None = None,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from hadir.cli import main
+from hadir.output import render_table
 from tests.paths import FACES
 
 
@@ -73,3 +74,19 @@ def test_face_compare_of_a_non_image_is_a_message(tmp_path: Path) -> None:
     result = run("face", "compare", str(bad), str(FACES / "img1.jpg"))
     assert result.returncode == 1
     assert "hadir: error:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tables_for_people_align_numbers_and_wrap_only_free_text() -> None:
+    nip = "198501012010011001"
+    text = render_table(
+        ["nip", "cut_pct", "description"],
+        [[nip, "7", "Performance allowance cut by 25% for 12 months"], [nip, "12.5", ""]],
+        title="Discipline", width=50)
+    title, header, rule, first, wrapped, *rest, last = text.splitlines()
+    assert title == "Discipline"
+    assert header.split() == ["nip", "cut_pct", "description"]
+    assert first.startswith(f"{nip}        7  Performance")  # numbers right-aligned
+    assert len(rule) <= 50 and all(len(line) <= 50 for line in text.splitlines())
+    assert wrapped.strip() and not wrapped.startswith(nip[:4])  # the text wraps, the id not
+    assert last == f"{nip}     12.5"  # no trailing spaces
+    assert render_table(["a"], [], "Empty") == "Empty\na\n-\n"
