@@ -80,7 +80,7 @@ def render_table(cols: list[str], cells: list[list[str]], title: str | None = No
     text = [i for i in range(len(cols)) if any(" " in row[i] for row in cells)]
     if excess > 0 and text:
         widest = max(text, key=lambda i: widths[i])
-        widths[widest] = max(20, widths[widest] - excess)
+        widths[widest] = max(min(20, widths[widest]), widths[widest] - excess)
     lines = [title] if title else []
 
     def add(row: list[str]) -> None:

@@ -90,3 +90,5 @@ def test_tables_for_people_align_numbers_and_wrap_only_free_text() -> None:
     assert wrapped.strip() and not wrapped.startswith(nip[:4])  # the text wraps, the id not
     assert last == f"{nip}     12.5"  # no trailing spaces
     assert render_table(["a"], [], "Empty") == "Empty\na\n-\n"
+    short = render_table(["id", "name"], [["1", "Siti Aminah"]], width=5)
+    assert short.splitlines()[-1] == " 1  Siti Aminah"  # narrower than the fold width: unchanged
