@@ -1,32 +1,35 @@
 """``hadir report``: the TPP and discipline reports.
 
 ClickHouse gives the facts (employees, excuses, and per ASN and local day the first accepted IN
-and last accepted OUT, deduplicated); processors/attendance.py applies the rules, so every rupiah
-is explained by one DayRecord. The results are stored back (attendance_daily, tpp_monthly,
-calendar) for dashboards.
+and last accepted OUT, deduplicated); processors/attendance.py applies the rules to all of them
+at once (:func:`~processors.attendance.assess`), so every rupiah is explained by one DayRecord.
+The results are stored back (attendance_daily, tpp_monthly, calendar) for dashboards.
 """
 
 from __future__ import annotations
 
 import calendar as calmod
-import gc
-from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+
+import numpy as np
 
 from hadir.config import Settings
 from processors.attendance import (
+    EXCUSE_BY_CODE,
+    NO_TIME,
+    Attendance,
     DayRecord,
     Excuse,
     ExcuseKind,
     TppLine,
     WorkCalendar,
+    assess,
     discipline_level,
-    longest_tk_streak,
-    tpp_month,
+    excuse_codes,
+    longest_tk_streaks,
+    tpp_lines,
 )
 from sinks.connection import connect
 
@@ -50,8 +53,16 @@ class EmployeeRow:
 
 @dataclass(frozen=True)
 class TppResult:
+    """One ASN's line, and the days behind it (made when asked for)."""
+
     line: TppLine
-    days: tuple[DayRecord, ...]
+    attendance: Attendance
+    row: int
+    columns: slice
+
+    @property
+    def days(self) -> tuple[DayRecord, ...]:
+        return self.attendance.days(self.row, self.columns)
 
     def as_row(self) -> dict[str, Any]:
         row = dict(vars(self.line))  # a shallow copy: dataclasses.asdict deep-copies, 10x slower
@@ -71,92 +82,92 @@ def _employees(client: Any, office: str | None) -> list[EmployeeRow]:
     return [EmployeeRow(*r) for r in client.execute(sql, {"office": office})]
 
 
-Times = dict[str, dict[date, datetime]]
+def _times(client: Any, nips: list[str], dates: list[date]) -> tuple[np.ndarray, np.ndarray]:
+    """The first counted IN and the last counted OUT of each NIP (rows) and local date
+    (columns), as epoch microseconds (NO_TIME: none).
 
-
-def _times(client: Any, first: date, last: date, tz: tzinfo) -> tuple[Times, Times]:
-    """Per NIP and local date, the first counted IN and the last counted OUT, as local times.
-
-    One row per NIP with the dates as arrays: decoding 5,000 rows of arrays is cheaper than
-    110,000 rows. ``minIf``/``maxIf`` give 0 where a date has no IN (or OUT); no check-in is
-    stamped at the epoch, so 0 means none."""
+    One row per NIP with its dates (as column numbers) in arrays: decoding 5,000 rows of arrays
+    is cheaper than 110,000 rows. ``minIf``/``maxIf`` give 0 where a date has no IN (or OUT);
+    no check-in is stamped at the epoch, so 0 means none."""
     rows = client.execute(
-        "SELECT nip, groupArray(day), groupArray(first_in), groupArray(last_out) FROM ("
-        "SELECT nip, local_date AS day, minIf(server_time_ms, type = 'IN') AS first_in, "
+        "SELECT nip, groupArray(column), groupArray(first_in), groupArray(last_out) FROM ("
+        "SELECT nip, toRelativeDayNum(local_date) - toRelativeDayNum(toDate(%(first)s)) "
+        "AS column, minIf(server_time_ms, type = 'IN') AS first_in, "
         "maxIf(server_time_ms, type = 'OUT') AS last_out "
         "FROM checkins FINAL WHERE local_date >= %(first)s AND local_date <= %(last)s "
         "AND verdict IN %(counted)s GROUP BY nip, local_date) GROUP BY nip",
-        {"first": first, "last": last, "counted": COUNTED})
-    first_in: Times = defaultdict(dict)
-    last_out: Times = defaultdict(dict)
-    at = datetime.fromtimestamp
-    for nip, days, ins, outs in rows:
-        first_in[nip] = {day: at(ms / 1000, tz) for day, ms in zip(days, ins, strict=True) if ms}
-        last_out[nip] = {day: at(ms / 1000, tz) for day, ms in zip(days, outs, strict=True)
-                         if ms}
+        {"first": dates[0], "last": dates[-1], "counted": COUNTED})
+    index = {nip: row for row, nip in enumerate(nips)}
+    cells: tuple[list[int], list[int]] = ([], [])  # (row, column) of each NIP and date
+    ms: tuple[list[int], list[int]] = ([], [])  # first IN, last OUT
+    for nip, columns, ins, outs in rows:
+        row = index.get(nip)
+        if row is not None:  # check-ins of someone not (or no longer) employed are not paid
+            cells[0].extend([row] * len(columns))
+            cells[1].extend(columns)
+            ms[0].extend(ins)
+            ms[1].extend(outs)
+    where = (np.array(cells[0], np.intp), np.array(cells[1], np.intp))
+    first_in, last_out = (np.full((len(nips), len(dates)), NO_TIME, np.int64) for _ in ms)
+    for grid, values in zip((first_in, last_out), ms, strict=True):
+        given = np.array(values, np.int64)
+        grid[where] = np.where(given != 0, given * 1000, NO_TIME)
     return first_in, last_out
 
 
-def _excuses(client: Any, first: date, last: date) -> dict[str, list[Excuse]]:
-    out: dict[str, list[Excuse]] = defaultdict(list)
-    for nip, d1, d2, kind in client.execute(
-            "SELECT nip, date_from, date_to, kind FROM excuses FINAL WHERE deleted = 0 "
-            "AND date_to >= %(first)s AND date_from <= %(last)s", {"first": first, "last": last}):
-        out[nip].append(Excuse(nip, d1, d2, ExcuseKind(kind)))
-    return out
-
-
-@contextmanager
-def _no_cycle_collection() -> Iterator[None]:
-    """A report allocates a few hundred thousand small acyclic objects (one record per ASN and
-    day, their times); Python's cycle collector would scan them again and again for nothing
-    (measured: a third of the monthly report's time). Reference counting still frees them."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+def _excuses(client: Any, first: date, last: date) -> list[Excuse]:
+    return [Excuse(nip, d1, d2, ExcuseKind(kind)) for nip, d1, d2, kind in client.execute(
+        "SELECT nip, date_from, date_to, kind FROM excuses FINAL WHERE deleted = 0 "
+        "AND date_to >= %(first)s AND date_from <= %(last)s", {"first": first, "last": last})]
 
 
 def _assess(settings: Settings, first: date, last: date,
-            office: str | None) -> tuple[list[EmployeeRow], dict[str, list[TppResult]]]:
-    """Every employee's TPP result for every month from ``first`` (a month's first day) to the
-    month of ``last``, from the check-ins and excuses of ``first`` to ``last`` inclusive."""
+            office: str | None) -> tuple[list[EmployeeRow], Attendance]:
+    """Every employee's attendance from ``first`` to ``last`` inclusive."""
     cal = WorkCalendar(settings.attendance)
     client = connect(settings.infra)
     employees = _employees(client, office)
-    by_nip_in, by_nip_out = _times(client, first, last, cal.tz)
-    excuses = _excuses(client, first, last)
+    nips = [e.nip for e in employees]
+    dates = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    first_in, last_out = _times(client, nips, dates)
+    excuses = excuse_codes(nips, dates, _excuses(client, first, last))
     client.disconnect()
-    results: dict[str, list[TppResult]] = defaultdict(list)
-    month = first
-    while month <= last:
-        for e in employees:
-            line, days = tpp_month(e, month.year, month.month, by_nip_in[e.nip],
-                                   by_nip_out[e.nip], excuses.get(e.nip, ()), cal)
-            results[e.nip].append(TppResult(line, days))
-        month = (month.replace(day=28) + timedelta(days=4)).replace(day=1)
-    return employees, results
+    return employees, assess(nips, dates, first_in, last_out, excuses, cal)
 
 
-def _day_columns(days: list[DayRecord], office_of: dict[str, str],
+def _day_columns(attendance: Attendance, columns: slice, office_of: dict[str, str],
                  version: int) -> list[list[Any]]:
-    """The attendance_daily columns of ``days`` (a month for 5,000 ASN is 155,000 rows, so
-    columns are built whole, not row by row)."""
-    (nips, dates, working, excuses, first_in, last_out, late, early, tl, psw, tk, present,
-     cut) = (list(column) for column in zip(*days, strict=True))
-    as_float = {pct: float(pct) for pct in set(cut)}  # a handful of distinct cuts
+    """The attendance_daily columns of every ASN (row by row) over ``columns``, straight from
+    the arrays (a month for 5,000 ASN is 155,000 rows)."""
+    rows, dates = len(attendance.nips), list(attendance.dates[columns])
 
-    def seconds(times: list[datetime | None]) -> list[int | None]:
+    def flat(values: np.ndarray) -> np.ndarray:
+        return values[:, columns].reshape(-1)
+
+    def seconds(times: np.ndarray) -> list[int | None]:
         """DateTime values as epoch seconds (clickhouse-driver passes ints through)."""
-        return [int(t.timestamp()) if t else None for t in times]
+        out = (flat(times) // 1_000_000).astype(object)
+        out[flat(times) == NO_TIME] = None
+        return out.tolist()
 
-    return [nips, [office_of.get(nip, "") for nip in nips], dates, working,
-            [kind or "" for kind in excuses], seconds(first_in), seconds(last_out),
-            [m or 0 for m in late], [m or 0 for m in early], tl, psw, tk, present,
-            [as_float[pct] for pct in cut], [version] * len(days)]
+    names = np.array([kind.value if kind else "" for kind in EXCUSE_BY_CODE], object)
+    return [
+        np.repeat(np.array(attendance.nips, object), len(dates)).tolist(),
+        [office_of.get(nip, "") for nip in attendance.nips for _ in dates],
+        dates * rows,
+        np.tile(attendance.working[columns], rows).astype(np.uint8).tolist(),
+        names[flat(attendance.excuse)].tolist(),
+        seconds(attendance.first_in),
+        seconds(attendance.last_out),
+        np.maximum(flat(attendance.late), 0).tolist(),
+        np.maximum(flat(attendance.early), 0).tolist(),
+        flat(attendance.tl).tolist(),
+        flat(attendance.psw).tolist(),
+        flat(attendance.tk).astype(np.uint8).tolist(),
+        flat(attendance.present).astype(np.uint8).tolist(),
+        (flat(attendance.cut) / attendance.scale).tolist(),
+        [version] * (rows * len(dates)),
+    ]
 
 
 def _store(settings: Settings, month: date, results: list[TppResult],
@@ -176,13 +187,12 @@ def _store(settings: Settings, month: date, results: list[TppResult],
                               cal.holiday_name(d) or "", version))
     client.execute("INSERT INTO calendar (date, working, start_minute, end_minute, holiday, "
                    "version) VALUES", calendar_rows)
-
-    days = [d for r in results for d in r.days]
-    if days:
+    if results:
         client.execute("INSERT INTO attendance_daily (nip, office_id, date, working, excuse, "
                        "first_in, last_out, late_min, early_min, tl_code, psw_code, tk, present, "
-                       "cut_pct, version) VALUES", _day_columns(days, office_of, version),
-                       columnar=True)
+                       "cut_pct, version) VALUES",
+                       _day_columns(results[0].attendance, results[0].columns, office_of,
+                                    version), columnar=True)
     tpp_rows = [(month, r.line.nip, r.line.name, r.line.office_id, r.line.working_days,
                  r.line.present_days, r.line.excused_days, r.line.tk_days, *r.line.tl,
                  *r.line.psw, float(r.line.cut_pct), r.line.tpp_base_idr, r.line.tpp_cut_idr,
@@ -199,11 +209,12 @@ def tpp(settings: Settings, month: date, office: str | None = None,
         store: bool = True) -> list[TppResult]:
     """The month's TPP line per ASN (stored for dashboards unless ``store`` is False)."""
     last = month.replace(day=calmod.monthrange(month.year, month.month)[1])
-    with _no_cycle_collection():
-        employees, results = _assess(settings, month, last, office)
-        out = [results[e.nip][0] for e in employees]
-        if store:
-            _store(settings, month, out, {e.nip: e.office_id for e in employees})
+    employees, attendance = _assess(settings, month, last, office)
+    columns = attendance.columns(month, last)
+    lines = tpp_lines(attendance, employees, columns, settings.attendance)
+    out = [TppResult(line, attendance, row, columns) for row, line in enumerate(lines)]
+    if store:
+        _store(settings, month, out, {e.nip: e.office_id for e in employees})
     return out
 
 
@@ -219,13 +230,11 @@ def discipline(settings: Settings, year: int, office: str | None = None) -> list
     client.disconnect()
     if lo is None or lo.year != year:
         return []
-    with _no_cycle_collection():
-        employees, results = _assess(settings, lo.replace(day=1), hi, office)
+    employees, attendance = _assess(settings, lo.replace(day=1), hi, office)
+    tk_days = attendance.tk.sum(axis=1).tolist()
+    streaks = longest_tk_streaks(attendance.tk, attendance.working).tolist()
     rows = []
-    for e in employees:
-        days = [d for r in results[e.nip] for d in r.days if d.date <= hi]
-        tk = sum(d.tk for d in days)
-        streak = longest_tk_streak(days)
+    for e, tk, streak in zip(employees, tk_days, streaks, strict=True):
         level = discipline_level(tk, streak, settings.attendance)
         rows.append({"nip": e.nip, "name": e.name, "office_id": e.office_id, "tk_days": tk,
                      "longest_tk_streak": streak, "level": level.level, "code": level.code,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,13 +21,18 @@ from processors.attendance import (
     Excuse,
     ExcuseKind,
     WorkCalendar,
+    assess,
     assess_day,
     attendance_times,
     discipline_level,
+    epoch_us,
+    excuse_codes,
     excuse_on,
     longest_tk_streak,
+    longest_tk_streaks,
     month_dates,
     tpp_amounts,
+    tpp_lines,
     tpp_month,
 )
 from processors.events import CheckinType
@@ -442,6 +449,43 @@ def test_tpp_amounts_rejects_nonsense():
         tpp_amounts(-1, Decimal(1))
     with pytest.raises(ValueError):
         tpp_amounts(1, Decimal(101))
+
+
+def test_many_asn_at_once_equal_one_at_a_time():
+    """The report judges every ASN and date in one call; each ASN's month must come out as
+    tpp_month gives it alone (rows and months kept apart, overlapping excuses resolved)."""
+    rng = random.Random(7)
+    employees = [Employee(f"19850101201001100{i}", f"ASN {i}", "SETDA", 2_000_000 + i * 777)
+                 for i in range(4)]
+    dates = [date(2026, 5, 20) + timedelta(days=n) for n in range(50)]  # into early July
+    first_in: dict[str, dict[date, datetime]] = {e.nip: {} for e in employees}
+    last_out: dict[str, dict[date, datetime]] = {e.nip: {} for e in employees}
+    for e in employees:
+        for d in dates:
+            day, minute = d.isoformat(), rng.randint(10, 59)
+            if rng.random() < 0.8:
+                first_in[e.nip][d] = wib(day, f"0{rng.randint(6, 9)}:{minute}:30")
+            if rng.random() < 0.8:
+                last_out[e.nip][d] = wib(day, f"{rng.randint(14, 17)}:{minute}:00")
+    second, third = employees[1].nip, employees[2].nip
+    excuses = [Excuse(second, date(2026, 6, 8), date(2026, 6, 12), ExcuseKind.SAKIT),
+               Excuse(second, date(2026, 6, 10), date(2026, 6, 10), ExcuseKind.DINAS_LUAR),
+               Excuse(third, date(2026, 5, 28), date(2026, 6, 3), ExcuseKind.CUTI)]
+    nips = [e.nip for e in employees]
+    everyone = assess(nips, dates,
+                      np.array([[epoch_us(first_in[n].get(d)) for d in dates] for n in nips]),
+                      np.array([[epoch_us(last_out[n].get(d)) for d in dates] for n in nips]),
+                      excuse_codes(nips, dates, excuses), CAL)
+    june = everyone.columns(date(2026, 6, 1), date(2026, 6, 30))
+    lines = tpp_lines(everyone, employees, june, POLICY)
+    for row, e in enumerate(employees):
+        line, days = tpp_month(e, 2026, 6, first_in[e.nip], last_out[e.nip], excuses, CAL)
+        assert lines[row] == line
+        assert everyone.days(row, june) == days
+    assert lines[1].excused_days == 5 and lines[2].excused_days == 2  # 1 June is a holiday
+    assert everyone.days(1, june)[9].excuse is ExcuseKind.DINAS_LUAR  # 10 June: DL wins
+    streaks = longest_tk_streaks(everyone.tk, everyone.working)
+    assert streaks.tolist() == [longest_tk_streak(everyone.days(row)) for row in range(4)]
 
 
 # --- discipline -----------------------------------------------------------------------------
