@@ -82,7 +82,7 @@ def test_tables_for_people_align_numbers_and_wrap_only_free_text() -> None:
         ["nip", "cut_pct", "description"],
         [[nip, "7", "Performance allowance cut by 25% for 12 months"], [nip, "12.5", ""]],
         title="Discipline", width=50)
-    title, header, rule, first, wrapped, *rest, last = text.splitlines()
+    title, header, rule, first, wrapped, *_, last = text.splitlines()
     assert title == "Discipline"
     assert header.split() == ["nip", "cut_pct", "description"]
     assert first.startswith(f"{nip}        7  Performance")  # numbers right-aligned
