@@ -9,10 +9,12 @@ between insert and commit) still reads as one row per check-in.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from itertools import chain
@@ -144,6 +146,33 @@ class _Batch:
 
 
 
+def _values(column: pl.Series) -> list[Any]:
+    """A column as the Python values clickhouse-driver writes. Dates go through numpy, which
+    makes them 4x faster than polars does (measured: 61 against 277 ns a row)."""
+    if column.dtype == pl.Date and not column.has_nulls():
+        return column.to_numpy().tolist()  # type: ignore[no-any-return]
+    return column.to_list()
+
+
+@contextmanager
+def _cycle_collection_after_flushes() -> Iterator[Callable[[], None]]:
+    """Python's cycle collector, run only when the caller says (after each flush). A batch is
+    a few hundred thousand values, among them one list per row (its reasons), all freed by
+    reference counting once inserted; the collector would otherwise scan them again and again
+    while they are alive (measured: 500 ns for each list). What lived before the sink started
+    is frozen out of those collections."""
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield gc.collect
+    finally:
+        gc.unfreeze()
+        if enabled:
+            gc.enable()
+
+
 def mappings(settings: Settings) -> list[Mapping]:
     return [*_event_mappings(settings.attendance.timezone), *_record_mappings()]
 
@@ -224,7 +253,7 @@ class ClickHouseSink:
     def _add_frame(self, mapping: EventMapping, frame: pl.DataFrame, messages: list[Any]) -> None:
         try:
             selected = frame.select([e.alias(c) for c, e in mapping.columns.items()])
-            columns = [selected[c].to_list() for c in mapping.columns]
+            columns = [_values(selected[c]) for c in mapping.columns]
         except (pl.exceptions.PolarsError, ValueError, OverflowError) as exc:
             if frame.height == 1:
                 self._dead_letter(messages[0], f"{type(exc).__name__}: {exc}")
@@ -310,24 +339,26 @@ class ClickHouseSink:
         self.consumer.subscribe(list(self.mappings), on_revoke=self._on_revoke)
         sink = self.settings.sink
         idle_since = time.monotonic()
-        try:
-            while not self.stopping:
-                messages = self.consumer.consume(num_messages=sink.batch_rows, timeout=0.1)
-                self._add(messages)
-                if messages:
-                    idle_since = time.monotonic()
-                    if self.first_message_at is None:
-                        self.first_message_at = idle_since
-                due = self.batch.offsets and (
-                    not messages or self.batch.count >= sink.batch_rows
-                    or time.monotonic() - self.batch.started >= sink.batch_seconds)
-                if due:
-                    self.flush()
-                if until_rows is not None and self.rows_written >= until_rows:
-                    break
-                if (max_idle_s is not None and self.first_message_at is not None
-                        and time.monotonic() - idle_since > max_idle_s):
-                    break
-        finally:
-            self.flush()
-            self.consumer.close()
+        with _cycle_collection_after_flushes() as collect_cycles:
+            try:
+                while not self.stopping:
+                    messages = self.consumer.consume(num_messages=sink.batch_rows, timeout=0.1)
+                    self._add(messages)
+                    if messages:
+                        idle_since = time.monotonic()
+                        if self.first_message_at is None:
+                            self.first_message_at = idle_since
+                    due = self.batch.offsets and (
+                        not messages or self.batch.count >= sink.batch_rows
+                        or time.monotonic() - self.batch.started >= sink.batch_seconds)
+                    if due:
+                        self.flush()
+                        collect_cycles()
+                    if until_rows is not None and self.rows_written >= until_rows:
+                        break
+                    if (max_idle_s is not None and self.first_message_at is not None
+                            and time.monotonic() - idle_since > max_idle_s):
+                        break
+            finally:
+                self.flush()
+                self.consumer.close()

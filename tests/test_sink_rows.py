@@ -11,7 +11,7 @@ import fastavro
 import polars as pl
 
 from hadir.serde import parsed_schema, schema_text
-from sinks.clickhouse import _event_mappings, _local_date
+from sinks.clickhouse import _event_mappings, _local_date, _values
 from sinks.frames import FrameDecoder
 
 
@@ -59,3 +59,17 @@ def test_verdict_becomes_a_row_with_seconds_and_local_date() -> None:
     assert row["client_time"] is None
     assert row["reasons"] == ["LOW_ACCURACY"]
     assert row["version"] == 1780357530250
+
+
+def test_columns_become_the_python_values_clickhouse_driver_writes() -> None:
+    frame = pl.DataFrame({"d": [date(2026, 6, 2), date(1999, 12, 31)],
+                          "gap": [date(2026, 6, 2), None], "reasons": [["OUTSIDE_GEOFENCE"], []],
+                          "n": [1, None]},
+                         schema={"d": pl.Date, "gap": pl.Date, "reasons": pl.List(pl.String),
+                                 "n": pl.Int64})
+    dates = _values(frame["d"])
+    assert dates == [date(2026, 6, 2), date(1999, 12, 31)]
+    assert all(type(d) is date for d in dates)  # not numpy's datetime64
+    assert _values(frame["gap"]) == [date(2026, 6, 2), None]
+    assert _values(frame["reasons"]) == [["OUTSIDE_GEOFENCE"], []]
+    assert _values(frame["n"]) == [1, None]
