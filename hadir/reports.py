@@ -170,8 +170,8 @@ def _day_columns(attendance: Attendance, columns: slice, office_of: dict[str, st
     ]
 
 
-def _store(settings: Settings, month: date, results: list[TppResult],
-           office_of: dict[str, str]) -> None:
+def _store(settings: Settings, month: date, attendance: Attendance, columns: slice,
+           results: list[TppResult], office_of: dict[str, str]) -> None:
     version = int(datetime.now(UTC).timestamp() * 1000)
     cal = WorkCalendar(settings.attendance)
     client = connect(settings.infra)
@@ -191,8 +191,7 @@ def _store(settings: Settings, month: date, results: list[TppResult],
         client.execute("INSERT INTO attendance_daily (nip, office_id, date, working, excuse, "
                        "first_in, last_out, late_min, early_min, tl_code, psw_code, tk, present, "
                        "cut_pct, version) VALUES",
-                       _day_columns(results[0].attendance, results[0].columns, office_of,
-                                    version), columnar=True)
+                       _day_columns(attendance, columns, office_of, version), columnar=True)
     tpp_rows = [(month, r.line.nip, r.line.name, r.line.office_id, r.line.working_days,
                  r.line.present_days, r.line.excused_days, r.line.tk_days, *r.line.tl,
                  *r.line.psw, float(r.line.cut_pct), r.line.tpp_base_idr, r.line.tpp_cut_idr,
@@ -214,7 +213,8 @@ def tpp(settings: Settings, month: date, office: str | None = None,
     lines = tpp_lines(attendance, employees, columns, settings.attendance)
     out = [TppResult(line, attendance, row, columns) for row, line in enumerate(lines)]
     if store:
-        _store(settings, month, out, {e.nip: e.office_id for e in employees})
+        _store(settings, month, attendance, columns, out,
+               {e.nip: e.office_id for e in employees})
     return out
 
 
