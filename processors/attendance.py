@@ -408,7 +408,7 @@ def excuse_codes(nips: Sequence[str], dates: Sequence[date],
     """Which excuse covers each ASN and date (:func:`excuse_on` for every cell), as codes."""
     rows = {nip: row for row, nip in enumerate(nips)}
     codes = np.zeros((len(nips), len(dates)), np.int8)
-    for excuse in excuses:
+    for excuse in excuses if dates else ():
         row = rows.get(excuse.nip)
         first = max((excuse.date_from - dates[0]).days, 0)
         last = min((excuse.date_to - dates[0]).days, len(dates) - 1)
