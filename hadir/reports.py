@@ -121,10 +121,9 @@ def _excuses(client: Any, first: date, last: date) -> list[Excuse]:
         "AND date_to >= %(first)s AND date_from <= %(last)s", {"first": first, "last": last})]
 
 
-def _assess(settings: Settings, first: date, last: date,
+def _assess(settings: Settings, cal: WorkCalendar, first: date, last: date,
             office: str | None) -> tuple[list[EmployeeRow], Attendance]:
     """Every employee's attendance from ``first`` to ``last`` inclusive."""
-    cal = WorkCalendar(settings.attendance)
     client = connect(settings.infra)
     employees = _employees(client, office)
     nips = [e.nip for e in employees]
@@ -170,21 +169,16 @@ def _day_columns(attendance: Attendance, columns: slice, office_of: dict[str, st
     ]
 
 
-def _store(settings: Settings, month: date, attendance: Attendance, columns: slice,
-           results: list[TppResult], office_of: dict[str, str]) -> None:
+def _store(settings: Settings, cal: WorkCalendar, month: date, attendance: Attendance,
+           columns: slice, results: list[TppResult], office_of: dict[str, str]) -> None:
     version = int(datetime.now(UTC).timestamp() * 1000)
-    cal = WorkCalendar(settings.attendance)
     client = connect(settings.infra)
-    days_in_month = [month.replace(day=d)
-                     for d in range(1, calmod.monthrange(month.year, month.month)[1] + 1)]
     calendar_rows = []
-    for d in days_in_month:
-        sched = cal.schedule(d)
-        start, end = sched if sched else (None, None)
-        calendar_rows.append((d, int(sched is not None),
-                              start.hour * 60 + start.minute if start else 0,
-                              end.hour * 60 + end.minute if end else 0,
-                              cal.holiday_name(d) or "", version))
+    for d in attendance.dates[columns]:
+        hours = cal.schedule_minutes(d)
+        start, end = hours or (0, 0)
+        calendar_rows.append((d, int(hours is not None), start, end, cal.holiday_name(d) or "",
+                              version))
     client.execute("INSERT INTO calendar (date, working, start_minute, end_minute, holiday, "
                    "version) VALUES", calendar_rows)
     if results:
@@ -208,12 +202,13 @@ def tpp(settings: Settings, month: date, office: str | None = None,
         store: bool = True) -> list[TppResult]:
     """The month's TPP line per ASN (stored for dashboards unless ``store`` is False)."""
     last = month.replace(day=calmod.monthrange(month.year, month.month)[1])
-    employees, attendance = _assess(settings, month, last, office)
+    cal = WorkCalendar(settings.attendance)
+    employees, attendance = _assess(settings, cal, month, last, office)
     columns = attendance.columns(month, last)
     lines = tpp_lines(attendance, employees, columns, settings.attendance)
     out = [TppResult(line, attendance, row, columns) for row, line in enumerate(lines)]
     if store:
-        _store(settings, month, attendance, columns, out,
+        _store(settings, cal, month, attendance, columns, out,
                {e.nip: e.office_id for e in employees})
     return out
 
@@ -230,7 +225,8 @@ def discipline(settings: Settings, year: int, office: str | None = None) -> list
     client.disconnect()
     if lo is None or lo.year != year:
         return []
-    employees, attendance = _assess(settings, lo.replace(day=1), hi, office)
+    employees, attendance = _assess(settings, WorkCalendar(settings.attendance),
+                                    lo.replace(day=1), hi, office)
     tk_days = attendance.tk.sum(axis=1).tolist()
     streaks = longest_tk_streaks(attendance.tk, attendance.working).tolist()
     rows = []
