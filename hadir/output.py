@@ -83,14 +83,15 @@ def render_table(cols: list[str], cells: list[list[str]], title: str | None = No
         widths[widest] = max(min(20, widths[widest]), widths[widest] - excess)
     lines = [title] if title else []
 
+    align = [str.rjust if r else str.ljust for r in right]
+
     def add(row: list[str]) -> None:
         folded = [(textwrap.wrap(cell, w) if len(cell) > w else [cell]) or [""]
                   for cell, w in zip(row, widths, strict=True)]
         for j in range(max(len(parts) for parts in folded)):
             lines.append(gap.join(
-                (parts[j] if j < len(parts) else "").rjust(w) if r else
-                (parts[j] if j < len(parts) else "").ljust(w)
-                for parts, w, r in zip(folded, widths, right, strict=True)).rstrip())
+                pad(parts[j] if j < len(parts) else "", w)
+                for parts, w, pad in zip(folded, widths, align, strict=True)).rstrip())
 
     add(cols)
     lines.append(gap.join("-" * w for w in widths))
