@@ -27,7 +27,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import faust
-from aiokafka.partitioner import murmur2
+from faust.serializers.codecs import dumps
 
 from hadir import topics
 from hadir.config import Settings
@@ -37,6 +37,7 @@ from processors.events import InvalidCheckin
 from processors.geo import GeofenceError, Geofences, office_from_feature
 from streams.core import Reference, device_step, person_step, seen
 from streams.offsets import Admit, OffsetLedger
+from streams.outbox import Outbox, partition_for
 from streams.records import dead_letter
 from streams.reference import ReferenceFollower
 
@@ -58,6 +59,7 @@ def new_app(name: str, settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=0.5,
         producer_linger=0.005,
+        producer_max_batch_size=256 * 1024,  # streams/outbox.py fills whole batches
         stream_wait_empty=False,
         table_standby_replicas=0,
         datadir=str(settings.infra.home_path / "workers" / name),
@@ -73,16 +75,15 @@ def raw_topic(app: faust.App, topic: topics.Topic, stage_input: bool = False) ->
 
 
 class DeadLetters:
-    def __init__(self, app: faust.App, registry: Registry, stage: str) -> None:
-        self.topic = raw_topic(app, topics.DLQ)
+    def __init__(self, registry: Registry, stage: str) -> None:
         self.codec = AvroCodec(topics.DLQ, registry)
         self.stage = stage
 
-    async def send(self, event: Any, error: str) -> Any:
+    def add(self, outbox: Outbox, event: Any, error: str) -> None:
         m = event.message
         log.warning("dead letter %s[%d]@%d: %s", m.topic, m.partition, m.offset, error)
         record = dead_letter(m.topic, m.partition, m.offset, m.key, m.value, error, self.stage)
-        return await self.topic.send(value=self.codec.encode(record))
+        outbox.add(topics.DLQ.name, None, self.codec.encode(record))
 
 
 async def crash_only(run: Awaitable[None], what: str) -> None:
@@ -166,12 +167,6 @@ async def _seek_back(consumer: Any, positions: dict[Any, int], why: str) -> None
         consumer._read_offset[tp] = offset if offset else None
 
 
-async def send_all(sends: list[Awaitable[Any]]) -> None:
-    """Wait until Kafka acknowledged every output of a batch."""
-    futures = [await s for s in sends]
-    await asyncio.gather(*futures)
-
-
 class KeyPartitionedTable(faust.Table):  # type: ignore[misc]
     """A table whose changelog partition is the key's partition in the input topic.
 
@@ -182,7 +177,14 @@ class KeyPartitionedTable(faust.Table):  # type: ignore[misc]
     the producer's, which fails while a new changelog topic is not in its metadata yet."""
 
     def partition_for_key(self, key: Any) -> int:
-        return (murmur2(key) & 0x7FFFFFFF) % int(self.partitions)
+        return partition_for(key, int(self.partitions))
+
+    def write(self, outbox: Outbox, key: bytes, value: Any) -> None:
+        """``table[key] = value``, with the changelog record added to ``outbox`` (sent with
+        the rest of the batch) instead of sent on its own."""
+        self.data[key] = value
+        outbox.add(self.changelog_topic.get_topic_name(), key,
+                   dumps(self.value_serializer, value), self.partition_for_key(key))
 
     @classmethod
     def create(cls, app: faust.App, changelog: topics.Changelog,
@@ -194,18 +196,19 @@ class KeyPartitionedTable(faust.Table):  # type: ignore[misc]
         return table
 
 
-Step = Callable[[dict[str, Any], Any], Awaitable[tuple[list[Any], Any]]]
+Output = tuple[str, bytes, bytes]  # topic, key, value
+Step = Callable[[dict[str, Any], Any], Awaitable[tuple[list[Output], Any]]]
 
 
-async def keyed_batches(app: faust.App, stream: Any, table: Any, codec: AvroCodec,
-                        dlq: DeadLetters, key_field: str, step: Step) -> None:
+async def keyed_batches(app: faust.App, stream: Any, table: KeyPartitionedTable,
+                        codec: AvroCodec, dlq: DeadLetters, key_field: str, step: Step) -> None:
     """The loop of a stateful stage: for each batch, decode each record, drop event ids the
     key's state has seen, run ``step`` (outputs to send, new state), wait until Kafka has every
-    output, then write the states; only then is the batch finished. A state changed earlier in
-    the batch is seen by later events of the same key."""
+    output, then write the states and wait for their changelog; only then is the batch
+    finished. A state changed earlier in the batch is seen by later events of the same key."""
+    outbox = Outbox(app)
     async for events in input_batches(app, stream):
         overlay: dict[bytes, Any] = {}
-        sends: list[Awaitable[Any]] = []
         for event in events:
             try:
                 record = codec.decode(event.value)
@@ -214,12 +217,14 @@ async def keyed_batches(app: faust.App, stream: Any, table: Any, codec: AvroCode
                 if seen(state, record["event_id"]):
                     continue
                 outputs, overlay[key] = await step(record, state)
-                sends.extend(outputs)
+                for topic, out_key, value in outputs:
+                    outbox.add(topic, out_key, value)
             except (SerdeError, InvalidCheckin, KeyError, ValueError) as exc:
-                sends.append(dlq.send(event, f"{type(exc).__name__}: {exc}"))
-        await send_all(sends)
+                dlq.add(outbox, event, f"{type(exc).__name__}: {exc}")
+        await outbox.send()
         for key, state in overlay.items():
-            table[key] = state
+            table.write(outbox, key, state)
+        await outbox.send()
 
 
 def build_core_app(settings: Settings) -> faust.App:
@@ -229,10 +234,9 @@ def build_core_app(settings: Settings) -> faust.App:
     progress = AvroCodec(topics.FACED, registry)
     verdict_codec = AvroCodec(topics.VERDICTS, registry)
     alert_codec = AvroCodec(topics.ALERTS, registry)
-    dlq = DeadLetters(app, registry, "core")
+    dlq = DeadLetters(registry, "core")
     faced = raw_topic(app, topics.FACED, stage_input=True)
     by_device = raw_topic(app, topics.BY_DEVICE, stage_input=True)
-    verdicts, alerts = raw_topic(app, topics.VERDICTS), raw_topic(app, topics.ALERTS)
     tz = ZoneInfo(settings.attendance.timezone)
 
     # Keys are the raw key bytes and the changelog is partitioned like the input topic, so each
@@ -257,22 +261,22 @@ def build_core_app(settings: Settings) -> faust.App:
         employee = ref.employees.get(record["nip"])
         return employee is None or employee["office_id"] not in ref.geofences
 
-    async def person_outputs(record: dict[str, Any], state: Any) -> tuple[list[Any], Any]:
+    async def person_outputs(record: dict[str, Any], state: Any) -> tuple[list[Output], Any]:
         if needs_catch_up(record):
             await follower.catch_up()
         record, new_state = person_step(record, state, ref, settings.geo, settings.fraud, tz)
-        return [by_device.send(key=record["device_id"].encode(),
-                               value=progress.encode(record))], new_state
+        return [(topics.BY_DEVICE.name, record["device_id"].encode(),
+                 progress.encode(record))], new_state
 
-    async def device_outputs(record: dict[str, Any], state: Any) -> tuple[list[Any], Any]:
+    async def device_outputs(record: dict[str, Any], state: Any) -> tuple[list[Output], Any]:
         decision, revised, new_state = device_step(record, state, settings.fraud,
                                                    datetime.now(UTC))
-        sends = []
+        outputs = []
         for verdict, raised in (decision, *revised):
             nip = verdict["nip"].encode()
-            sends.append(verdicts.send(key=nip, value=verdict_codec.encode(verdict)))
-            sends.extend(alerts.send(key=nip, value=alert_codec.encode(a)) for a in raised)
-        return sends, new_state
+            outputs.append((topics.VERDICTS.name, nip, verdict_codec.encode(verdict)))
+            outputs.extend((topics.ALERTS.name, nip, alert_codec.encode(a)) for a in raised)
+        return outputs, new_state
 
     @app.agent(faced)
     async def person(stream: Any) -> None:

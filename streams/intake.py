@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import faust
@@ -22,7 +22,8 @@ from hadir.serde import AvroCodec, Registry, SerdeError
 from processors import geo
 from processors.events import Checkin, Finding, InvalidCheckin, Reason
 from processors.face import FaceResult, ReplayIndex, TemplateError, decode_image
-from streams.app import DeadLetters, crash_only, input_batches, new_app, raw_topic, send_all
+from streams.app import DeadLetters, crash_only, input_batches, new_app, raw_topic
+from streams.outbox import Outbox
 from streams.records import checkin_from_raw, in_progress
 from streams.reference import ReferenceFollower
 
@@ -70,10 +71,9 @@ def build_intake_app(settings: Settings) -> faust.App:
     raw_codec = AvroCodec(topics.RAW, registry)
     progress = AvroCodec(topics.FACED, registry)
     selfie_codec = AvroCodec(topics.SELFIES, registry)
-    dlq = DeadLetters(app, registry, "intake")
+    dlq = DeadLetters(registry, "intake")
     raw = raw_topic(app, topics.RAW, stage_input=True)
-    faced = raw_topic(app, topics.FACED)
-    selfies = raw_topic(app, topics.SELFIES)
+    outbox = Outbox(app)
 
     verifier = faces.verifier(settings)
     cipher = verifier.cipher(faces.template_key(settings))
@@ -81,9 +81,8 @@ def build_intake_app(settings: Settings) -> faust.App:
         log.warning("liveness check is off: no anti-spoofing model pack configured "
                     "(HADIR_FACE_LIVENESS_DIR); SPOOF is never raised")
     templates: dict[str, np.ndarray] = {}
-    pending: list[Awaitable[Any]] = []
-    store = SharedStore(lambda k, v: pending.append(selfies.send(
-        key=k.encode(), value=selfie_codec.encode({"entry": k, "value": v}))))
+    store = SharedStore(lambda k, v: outbox.add(
+        topics.SELFIES.name, k.encode(), selfie_codec.encode({"entry": k, "value": v})))
     replay = ReplayIndex(store, settings.face.replay_max_hamming)
 
     def on_template(key: bytes | None, value: dict[str, Any] | None) -> None:
@@ -137,14 +136,13 @@ def build_intake_app(settings: Settings) -> faust.App:
     async def batches(stream: Any) -> None:
         loop = asyncio.get_running_loop()
         async for events in input_batches(app, stream, BATCH):
-            sends: list[Awaitable[Any]] = []
             checked: list[tuple[Any, Checkin, list[Finding]]] = []
             for event in events:
                 try:
                     checkin = checkin_from_raw(raw_codec.decode(event.value))
                     found = geo.check_fix(checkin, settings.geo)
                 except (SerdeError, InvalidCheckin) as exc:
-                    sends.append(dlq.send(event, f"{type(exc).__name__}: {exc}"))
+                    dlq.add(outbox, event, f"{type(exc).__name__}: {exc}")
                     continue
                 checked.append((event, checkin, found))
             if any(c.selfie and c.nip not in templates for _, c, _ in checked):
@@ -158,7 +156,7 @@ def build_intake_app(settings: Settings) -> faust.App:
                 else:
                     result = next(results)
                     if isinstance(result, InvalidCheckin):
-                        sends.append(dlq.send(event, f"selfie: {result}"))
+                        dlq.add(outbox, event, f"selfie: {result}")
                         continue
                     if isinstance(result, str):
                         phash = result
@@ -173,10 +171,7 @@ def build_intake_app(settings: Settings) -> faust.App:
                 m = event.message
                 record = in_progress(checkin, found, similarity=similarity, spoof=spoof,
                                      source=f"{m.topic}[{m.partition}]@{m.offset}")
-                sends.append(faced.send(key=checkin.nip.encode(),
-                                        value=progress.encode(record)))
-            sends.extend(pending)
-            pending.clear()
-            await send_all(sends)
+                outbox.add(topics.FACED.name, checkin.nip.encode(), progress.encode(record))
+            await outbox.send()
 
     return app
