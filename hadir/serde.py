@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import json
 import struct
-import uuid
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,10 @@ def schema_text(name: str) -> str:
 
 
 def _parse(schema: Any, logical_types: bool) -> Any:
-    return fastavro.parse_schema(schema if logical_types else without_logical_types(schema))
+    """Uuids are text either way: Hadir keeps ids as the text they are on the wire, and
+    fastavro would make a ``uuid.UUID`` of each only to have it turned back."""
+    return fastavro.parse_schema(_pruned(schema, lambda k, v: k == "logicalType" and (
+        v == "uuid" or not logical_types)))
 
 
 @cache
@@ -53,10 +56,14 @@ def without_logical_types(schema: Any) -> Any:
 
 def without_keys(schema: Any, keys: set[str]) -> Any:
     """The schema with these attributes removed at every level."""
+    return _pruned(schema, lambda k, _v: k in keys)
+
+
+def _pruned(schema: Any, drop: Callable[[str, Any], bool]) -> Any:
     if isinstance(schema, dict):
-        return {k: without_keys(v, keys) for k, v in schema.items() if k not in keys}
+        return {k: _pruned(v, drop) for k, v in schema.items() if not drop(k, v)}
     if isinstance(schema, list):
-        return [without_keys(v, keys) for v in schema]
+        return [_pruned(v, drop) for v in schema]
     return schema
 
 
@@ -100,13 +107,6 @@ class Registry:
     def register_all(self) -> dict[str, int]:
         """Register every topic's value schema (idempotent: the same schema keeps its id)."""
         return {t.name: self.register(subject(t), schema_text(t.schema)) for t in ALL}
-
-
-def _plain(value: Any) -> Any:
-    """fastavro returns uuid.UUID for uuid strings; Hadir keeps them as text."""
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    return value
 
 
 class AvroCodec:
@@ -161,6 +161,4 @@ class AvroCodec:
                              f"{type(exc).__name__}: {exc}") from None
         if not isinstance(record, dict):
             raise SerdeError("decoded value is not a record")
-        if not self.logical_types:
-            return record
-        return {k: _plain(v) for k, v in record.items()}
+        return record

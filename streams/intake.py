@@ -148,7 +148,8 @@ def build_intake_app(settings: Settings) -> faust.App:
             if any(c.selfie and c.nip not in templates for _, c, _ in checked):
                 await follower.catch_up()
             with_selfie = [(c, templates.get(c.nip)) for _, c, _ in checked if c.selfie]
-            results = iter(await loop.run_in_executor(None, judge, with_selfie))
+            results = iter(await loop.run_in_executor(None, judge, with_selfie)
+                           if with_selfie else ())
             for event, checkin, found in checked:
                 similarity = spoof = None
                 if checkin.selfie is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,9 +16,10 @@ def evidence_json(evidence: dict[str, object]) -> str:
 
 
 def checkin_from_raw(r: dict[str, Any]) -> Checkin:
+    """A phone's check-in; its event_id must be a UUID (kept in canonical form)."""
     try:
         return Checkin(
-            event_id=r["event_id"], nip=r["nip"].strip(), device_id=r["device_id"],
+            event_id=str(uuid.UUID(r["event_id"])), nip=r["nip"].strip(), device_id=r["device_id"],
             type=CheckinType(r["type"]), server_time=r["server_time"],
             client_time=r.get("client_time"), lat=r["lat"], lon=r["lon"],
             accuracy_m=r.get("accuracy_m"), mock_location=bool(r.get("mock_location")),

@@ -174,6 +174,8 @@ def test_bad_records_go_to_the_dead_letter_topic(pipe: Pipeline) -> None:
         "null island": pipe.submit(pipe.checkin(nip, lat=0.0, lon=0.0,
                                                 selfie=selfie(ME_AGAIN)))[0],
         "no accuracy": pipe.submit(pipe.checkin(nip, accuracy=None, selfie=selfie(ME_AGAIN)))[0],
+        "id not a uuid": pipe.submit({**pipe.checkin(nip, selfie=selfie(ME_AGAIN)),
+                                      "event_id": "not-a-uuid"})[0],
     }
     v = _one(pipe, good)  # the worker kept going
     assert v["verdict"] == "ACCEPTED"
@@ -185,6 +187,7 @@ def test_bad_records_go_to_the_dead_letter_topic(pipe: Pipeline) -> None:
     assert "selfie" in reasons["garbage selfie"]
     assert "0" in reasons["null island"]
     assert "accuracy" in reasons["no accuracy"]
+    assert "UUID" in reasons["id not a uuid"]
     for pos, letter in letters.items():
         assert letter["stage"] == "intake"
         assert letter["value"]  # the original bytes are kept
