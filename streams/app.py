@@ -206,7 +206,7 @@ async def keyed_batches(app: faust.App, stream: Any, table: KeyPartitionedTable,
     key's state has seen, run ``step`` (outputs to send, new state), wait until Kafka has every
     output, then write the states and wait for their changelog; only then is the batch
     finished. A state changed earlier in the batch is seen by later events of the same key."""
-    outbox = Outbox(app)
+    outbox = Outbox(lambda: app.producer._ensure_producer())
     async for events in input_batches(app, stream):
         overlay: dict[bytes, Any] = {}
         for event in events:

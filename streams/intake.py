@@ -73,7 +73,7 @@ def build_intake_app(settings: Settings) -> faust.App:
     selfie_codec = AvroCodec(topics.SELFIES, registry)
     dlq = DeadLetters(registry, "intake")
     raw = raw_topic(app, topics.RAW, stage_input=True)
-    outbox = Outbox(app)
+    outbox = Outbox(lambda: app.producer._ensure_producer())
 
     verifier = faces.verifier(settings)
     cipher = verifier.cipher(faces.template_key(settings))

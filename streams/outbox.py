@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from typing import Any
 
-import faust
+from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 
@@ -25,10 +26,11 @@ def partition_for(key: bytes, partitions: int) -> int:
 
 
 class Outbox:
-    """Records to send, sent together by :meth:`send`, which returns once Kafka has them all."""
+    """Records to send, sent together by :meth:`send`, which returns once Kafka has them all.
+    ``producer`` gives the started producer (a faust app's: ``app.producer._ensure_producer``)."""
 
-    def __init__(self, app: faust.App) -> None:
-        self._app = app
+    def __init__(self, producer: Callable[[], AIOKafkaProducer]) -> None:
+        self._producer = producer
         self._records: list[tuple[str, bytes | None, bytes, int | None]] = []
         self._spread = itertools.count()  # partitions for records without a key, in turn
 
@@ -45,7 +47,7 @@ class Outbox:
         records, self._records = self._records, []
         if not records:
             return
-        producer = self._app.producer._ensure_producer()  # faust's aiokafka producer
+        producer = self._producer()
         counts: dict[str, int] = {}
         open_batches: dict[tuple[str, int], Any] = {}
         sent: list[asyncio.Future[Any]] = []
@@ -68,9 +70,7 @@ class Outbox:
             if batch.append(key=key, value=value, timestamp=None) is None:  # full
                 await ship(topic, partition, batch)
                 batch = open_batches[where] = producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    raise ValueError(f"a record of {len(value)} bytes for {topic} is larger "
-                                     "than the producer's batch size")
+                batch.append(key=key, value=value, timestamp=None)  # a first record always fits
         for (topic, partition), batch in open_batches.items():
             await ship(topic, partition, batch)
         await asyncio.gather(*sent)
