@@ -67,6 +67,20 @@ def _pruned(schema: Any, drop: Callable[[str, Any], bool]) -> Any:
     return schema
 
 
+@cache
+def value_schema(topic: Topic) -> str:
+    """The schema of a topic's values: its schema file, or for a batched topic a record holding
+    an array of them (``{"checkins": [...]}``)."""
+    item = schema_text(topic.schema)
+    if not topic.batched:
+        return item
+    parsed = json.loads(item)
+    return json.dumps({
+        "type": "record", "name": f"{parsed['name']}Batch", "namespace": parsed.get("namespace"),
+        "doc": f"The check-ins of one stage batch for one partition of {topic.name}.",
+        "fields": [{"name": "checkins", "type": {"type": "array", "items": parsed}}]})
+
+
 def subject(topic: Topic) -> str:
     return f"{topic.name}-value"
 
@@ -106,7 +120,16 @@ class Registry:
 
     def register_all(self) -> dict[str, int]:
         """Register every topic's value schema (idempotent: the same schema keeps its id)."""
-        return {t.name: self.register(subject(t), schema_text(t.schema)) for t in ALL}
+        return {t.name: self.register(subject(t), value_schema(t)) for t in ALL}
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 class AvroCodec:
@@ -119,12 +142,15 @@ class AvroCodec:
     def __init__(self, topic: Topic, registry: Registry, logical_types: bool = True) -> None:
         self.topic = topic
         self.registry = registry
-        self.schema = parsed_schema(topic.schema)
-        self.schema_id = registry.register(subject(topic), schema_text(topic.schema))
+        text = value_schema(topic)
+        self.schema = _parse(json.loads(text), True)
+        self.schema_id = registry.register(subject(topic), text)
         self.logical_types = logical_types
-        self._reader = parsed_schema(topic.schema, logical_types)
+        self._reader = self.schema if logical_types else _parse(json.loads(text), False)
         registry._by_id.setdefault((self.schema_id, logical_types), self._reader)
         self.header = _HEADER.pack(_MAGIC, self.schema_id)  # what every record we write starts with
+        if topic.batched:
+            self._item = _parse(json.loads(schema_text(topic.schema)), True)
 
     def encode(self, record: dict[str, Any]) -> bytes:
         out = io.BytesIO()
@@ -134,6 +160,22 @@ class AvroCodec:
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise SerdeError(f"{self.topic.name}: cannot encode record: {exc}") from None
         return out.getvalue()
+
+    def encode_item(self, record: dict[str, Any]) -> bytes:
+        """One check-in of a batched topic, encoded alone (no header): :meth:`join` makes the
+        topic's record of several. Encoding each apart keeps a bad one from spoiling the rest."""
+        out = io.BytesIO()
+        try:
+            fastavro.schemaless_writer(out, self._item, record)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise SerdeError(f"{self.topic.name}: cannot encode item: {exc}") from None
+        return out.getvalue()
+
+    def join(self, items: list[bytes]) -> bytes:
+        """The record of a batched topic holding these encoded items: its one field is an array,
+        in Avro one block (the count as a zig-zag varint, the items) and an empty block."""
+        block = _varint(2 * len(items)) + b"".join(items) if items else b""
+        return self.header + block + b"\x00"
 
     def decode(self, data: bytes | None) -> dict[str, Any]:
         if data is None:

@@ -2,10 +2,14 @@
 
 Two apps, so the expensive face stage scales apart from the rest (README: "Topology")::
 
-    hadir.checkins.raw (key NIP) --[intake: decode, GPS sanity, face]--> hadir.internal.faced
-    hadir.internal.faced (key NIP) --[person: geofence, travel, skew]--> hadir.internal.bydevice
-    hadir.internal.bydevice (key device) --[device: shared device, verdict]--> verdicts, alerts
+    hadir.checkins.raw (key NIP) --[intake: decode, GPS sanity, face]--> ...faced.batches
+    hadir.internal.faced.batches (by NIP) --[person: geofence, travel, skew]--> ...bydevice.batches
+    hadir.internal.bydevice.batches (by device) --[device: shared device, verdict]--> verdicts,
+        alerts
     anything that cannot be processed --> hadir.checkins.dlq
+
+The internal topics are batched (``hadir.topics.Topic.batched``): a record holds the check-ins
+a stage batch sends to one partition, so faust handles one record per batch and partition.
 
 Each agent takes a batch of events, computes every output, waits until Kafka has acknowledged
 the outputs, and only then writes its table: after a crash a re-delivered event is recomputed
@@ -196,14 +200,15 @@ class KeyPartitionedTable(faust.Table):  # type: ignore[misc]
         return table
 
 
-Output = tuple[str, bytes, bytes]  # topic, key, value
-Step = Callable[[dict[str, Any], Any], Awaitable[tuple[list[Output], Any]]]
+# A stage's step: given a check-in and its key's state, it adds its outputs to the outbox
+# (once nothing can fail any more) and returns the new state.
+Step = Callable[[dict[str, Any], Any, Outbox], Awaitable[Any]]
 
 
 async def keyed_batches(app: faust.App, stream: Any, table: KeyPartitionedTable,
                         codec: AvroCodec, dlq: DeadLetters, key_field: str, step: Step) -> None:
-    """The loop of a stateful stage: for each batch, decode each record, drop event ids the
-    key's state has seen, run ``step`` (outputs to send, new state), wait until Kafka has every
+    """The loop of a stateful stage: for each batch, decode each record's check-ins, drop event
+    ids the key's state has seen, run ``step`` (outputs, new state), wait until Kafka has every
     output, then write the states and wait for their changelog; only then is the batch
     finished. A state changed earlier in the batch is seen by later events of the same key."""
     outbox = Outbox(lambda: app.producer._ensure_producer())
@@ -211,16 +216,20 @@ async def keyed_batches(app: faust.App, stream: Any, table: KeyPartitionedTable,
         overlay: dict[bytes, Any] = {}
         for event in events:
             try:
-                record = codec.decode(event.value)
-                key = record[key_field].encode()
-                state = overlay[key] if key in overlay else table.get(key)
-                if seen(state, record["event_id"]):
-                    continue
-                outputs, overlay[key] = await step(record, state)
-                for topic, out_key, value in outputs:
-                    outbox.add(topic, out_key, value)
-            except (SerdeError, InvalidCheckin, KeyError, ValueError) as exc:
+                checkins = codec.decode(event.value)["checkins"]
+            except (SerdeError, KeyError) as exc:
                 dlq.add(outbox, event, f"{type(exc).__name__}: {exc}")
+                continue
+            for n, record in enumerate(checkins, 1):
+                try:
+                    key = record[key_field].encode()
+                    state = overlay[key] if key in overlay else table.get(key)
+                    if seen(state, record["event_id"]):
+                        continue
+                    overlay[key] = await step(record, state, outbox)
+                except (SerdeError, InvalidCheckin, KeyError, ValueError) as exc:
+                    which = f"check-in {n} of {len(checkins)} ({record.get('event_id')})"
+                    dlq.add(outbox, event, f"{which}: {type(exc).__name__}: {exc}")
         await outbox.send()
         for key, state in overlay.items():
             table.write(outbox, key, state)
@@ -231,7 +240,9 @@ def build_core_app(settings: Settings) -> faust.App:
     """The person and device stages, with their tables and the reference data they follow."""
     app = new_app(topics.CORE_APP, settings)
     registry = Registry(settings.infra.registry)
-    progress = AvroCodec(topics.FACED, registry)
+    faced_codec = AvroCodec(topics.FACED, registry)
+    forward = AvroCodec(topics.BY_DEVICE, registry)
+    device_partitions = topics.partitions(topics.BY_DEVICE, settings.infra)
     verdict_codec = AvroCodec(topics.VERDICTS, registry)
     alert_codec = AvroCodec(topics.ALERTS, registry)
     dlq = DeadLetters(registry, "core")
@@ -261,14 +272,16 @@ def build_core_app(settings: Settings) -> faust.App:
         employee = ref.employees.get(record["nip"])
         return employee is None or employee["office_id"] not in ref.geofences
 
-    async def person_outputs(record: dict[str, Any], state: Any) -> tuple[list[Output], Any]:
+    async def person_outputs(record: dict[str, Any], state: Any, outbox: Outbox) -> Any:
         if needs_catch_up(record):
             await follower.catch_up()
         record, new_state = person_step(record, state, ref, settings.geo, settings.fraud, tz)
-        return [(topics.BY_DEVICE.name, record["device_id"].encode(),
-                 progress.encode(record))], new_state
+        item = forward.encode_item(record)
+        outbox.add_item(topics.BY_DEVICE.name, record["device_id"].encode(), device_partitions,
+                        item, forward.join)
+        return new_state
 
-    async def device_outputs(record: dict[str, Any], state: Any) -> tuple[list[Output], Any]:
+    async def device_outputs(record: dict[str, Any], state: Any, outbox: Outbox) -> Any:
         decision, revised, new_state = device_step(record, state, settings.fraud,
                                                    datetime.now(UTC))
         outputs = []
@@ -276,17 +289,19 @@ def build_core_app(settings: Settings) -> faust.App:
             nip = verdict["nip"].encode()
             outputs.append((topics.VERDICTS.name, nip, verdict_codec.encode(verdict)))
             outputs.extend((topics.ALERTS.name, nip, alert_codec.encode(a)) for a in raised)
-        return outputs, new_state
+        for topic, key, value in outputs:
+            outbox.add(topic, key, value)
+        return new_state
 
     @app.agent(faced)
     async def person(stream: Any) -> None:
         await follower.ready.wait()
-        await crash_only(keyed_batches(app, stream, person_state, progress, dlq, "nip",
+        await crash_only(keyed_batches(app, stream, person_state, faced_codec, dlq, "nip",
                                        person_outputs), "person stage")
 
     @app.agent(by_device)
     async def device(stream: Any) -> None:
-        await crash_only(keyed_batches(app, stream, device_state, progress, dlq, "device_id",
+        await crash_only(keyed_batches(app, stream, device_state, forward, dlq, "device_id",
                                        device_outputs), "device stage")
 
     return app

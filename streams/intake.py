@@ -69,7 +69,8 @@ def build_intake_app(settings: Settings) -> faust.App:
     app = new_app("hadir-intake", settings)
     registry = Registry(settings.infra.registry)
     raw_codec = AvroCodec(topics.RAW, registry)
-    progress = AvroCodec(topics.FACED, registry)
+    faced = AvroCodec(topics.FACED, registry)
+    faced_partitions = topics.partitions(topics.FACED, settings.infra)
     selfie_codec = AvroCodec(topics.SELFIES, registry)
     dlq = DeadLetters(registry, "intake")
     raw = raw_topic(app, topics.RAW, stage_input=True)
@@ -172,7 +173,8 @@ def build_intake_app(settings: Settings) -> faust.App:
                 m = event.message
                 record = in_progress(checkin, found, similarity=similarity, spoof=spoof,
                                      source=f"{m.topic}[{m.partition}]@{m.offset}")
-                outbox.add(topics.FACED.name, checkin.nip.encode(), progress.encode(record))
+                outbox.add_item(topics.FACED.name, checkin.nip.encode(), faced_partitions,
+                                faced.encode_item(record), faced.join)
             await outbox.send()
 
     return app

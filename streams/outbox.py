@@ -6,7 +6,8 @@ most of the CPU spent per check-in. An :class:`Outbox` collects a batch's record
 them per topic partition to aiokafka's record-batch builder (one C call each) and gives the
 producer whole batches: one future per partition batch instead of one per message. Records
 go to the partition the producers' default partitioner picks for their key (murmur2, as
-aiokafka and the Java client), so keys land where they did before.
+aiokafka and the Java client), so keys land where they did before. For a batched topic
+(``hadir.topics.Topic.batched``) the items for one partition become a single record.
 """
 
 from __future__ import annotations
@@ -32,19 +33,32 @@ class Outbox:
     def __init__(self, producer: Callable[[], AIOKafkaProducer]) -> None:
         self._producer = producer
         self._records: list[tuple[str, bytes | None, bytes, int | None]] = []
+        self._items: dict[tuple[str, int], list[bytes]] = {}
+        self._joins: dict[str, Callable[[list[bytes]], bytes]] = {}
         self._spread = itertools.count()  # partitions for records without a key, in turn
 
     def add(self, topic: str, key: bytes | None, value: bytes,
             partition: int | None = None) -> None:
         self._records.append((topic, key, value, partition))
 
+    def add_item(self, topic: str, key: bytes, partitions: int, item: bytes,
+                 join: Callable[[list[bytes]], bytes]) -> None:
+        """An encoded item for a batched topic of ``partitions`` partitions: it goes, in order,
+        into the one record sent to its key's partition, which ``join`` makes of the items."""
+        self._items.setdefault((topic, partition_for(key, partitions)), []).append(item)
+        self._joins[topic] = join
+
     def __len__(self) -> int:
-        return len(self._records)
+        """Records to send (the items for one batched partition count as one)."""
+        return len(self._records) + len(self._items)
 
     async def send(self) -> None:
         """Send every record added since the last call and wait until Kafka acknowledged all
         of them (an error in any batch is raised here)."""
         records, self._records = self._records, []
+        records.extend((topic, None, self._joins[topic](items), partition)
+                       for (topic, partition), items in self._items.items())
+        self._items.clear()
         if not records:
             return
         producer = self._producer()

@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections import defaultdict
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -68,3 +69,24 @@ def test_a_batch_of_records_arrives_whole_and_in_order(stack) -> None:  # type: 
     unkeyed = sorted(v for records in got.values() for k, v in records if k is None)
     assert unkeyed == [b"no key 0", b"no key 1", b"no key 2"]
     assert sum(1 for records in got.values() if any(k is None for k, _ in records)) == 3
+
+
+def test_items_joined_decode_as_the_batched_topics_record(stack) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from hadir import topics
+    from hadir.serde import AvroCodec, Registry, SerdeError
+    from processors.events import Checkin, CheckinType, Finding, Reason
+    from streams.records import in_progress
+
+    codec = AvroCodec(topics.FACED, Registry(stack.infra.registry))
+    at = datetime(2026, 11, 30, 0, 30, tzinfo=UTC)
+    records = [in_progress(Checkin(str(uuid.uuid4()), f"1980010120000100{i:02d}", "dev",
+                                   CheckinType.IN, at, at, -2.4, 106.4, 10.0, False),
+                           [Finding(Reason.NO_SELFIE, {})] * i, source=f"raw[0]@{i}")
+               for i in range(3)]
+    for n in (0, 1, 3):
+        joined = codec.join([codec.encode_item(r) for r in records[:n]])
+        assert codec.decode(joined) == {"checkins": records[:n]}
+    with pytest.raises(SerdeError, match="cannot encode item"):
+        codec.encode_item({**records[0], "lat": "not a number"})
