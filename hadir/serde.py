@@ -123,7 +123,9 @@ class Registry:
         return {t.name: self.register(subject(t), value_schema(t)) for t in ALL}
 
 
-def _varint(n: int) -> bytes:
+def avro_long(n: int) -> bytes:
+    """A non-negative Avro ``long`` (zig-zag, then little-endian base 128)."""
+    n <<= 1
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -174,7 +176,7 @@ class AvroCodec:
     def join(self, items: list[bytes]) -> bytes:
         """The record of a batched topic holding these encoded items: its one field is an array,
         in Avro one block (the count as a zig-zag varint, the items) and an empty block."""
-        block = _varint(2 * len(items)) + b"".join(items) if items else b""
+        block = avro_long(len(items)) + b"".join(items) if items else b""
         return self.header + block + b"\x00"
 
     def decode(self, data: bytes | None) -> dict[str, Any]:

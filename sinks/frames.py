@@ -24,24 +24,13 @@ from typing import Any
 
 import polars as pl
 
-from hadir.serde import without_keys
+from hadir.serde import avro_long, without_keys
 
 _MAX_ENUM_SYMBOLS = 64  # an enum index below 64 takes one byte (zig-zag varint)
 
 
-def _varint(n: int) -> bytes:
-    """A non-negative Avro ``long`` (zig-zag, then little-endian base 128)."""
-    n <<= 1
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _avro_bytes(data: bytes) -> bytes:
-    return _varint(len(data)) + data
+    return avro_long(len(data)) + data
 
 
 def _varint_size(zigzag: pl.Expr) -> pl.Expr:
@@ -116,7 +105,7 @@ class FrameDecoder:
         self.schema = pl.Schema({name: c[0] for name, c in columns.items() if c is not None})
         self._row_size = pl.sum_horizontal([c[1] for c in columns.values() if c is not None])
         self._sync = os.urandom(16)
-        meta = (_varint(2) + _avro_bytes(b"avro.schema")
+        meta = (avro_long(2) + _avro_bytes(b"avro.schema")
                 + _avro_bytes(json.dumps(without_keys(schema, _NOT_FOR_THE_READER)).encode())
                 + _avro_bytes(b"avro.codec") + _avro_bytes(b"null") + b"\x00")
         self._header = b"Obj\x01" + meta + self._sync
@@ -126,7 +115,7 @@ class FrameDecoder:
         if not payloads:
             return None
         body = b"".join(payloads)
-        container = b"".join((self._header, _varint(len(payloads)), _varint(len(body)), body,
+        container = b"".join((self._header, avro_long(len(payloads)), avro_long(len(body)), body,
                               self._sync))
         try:
             frame = pl.read_avro(io.BytesIO(container))
