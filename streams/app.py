@@ -112,7 +112,7 @@ async def input_batches(app: faust.App, stream: Any,
     consumer = app.consumer
     ledger = OffsetLedger()
     generation = app.consumer_generation_id
-    committer = asyncio.create_task(_commit_every(app, ledger))
+    committer = asyncio.create_task(_commit_every(app, ledger, set(stream.channel.topics)))
     try:
         async for events in stream.noack_take(size, within=BATCH_WAIT_S):
             if app.consumer_generation_id != generation:  # a rebalance: positions may change
@@ -133,14 +133,17 @@ async def input_batches(app: faust.App, stream: Any,
         committer.cancel()
 
 
-async def _commit_every(app: faust.App, ledger: OffsetLedger) -> None:
+async def _commit_every(app: faust.App, ledger: OffsetLedger, inputs: set[str]) -> None:
     """Commit the finished offsets, once what the stage wrote (outputs, table changelogs) is on
-    Kafka; seek back partitions that stalled with records left. (``_commit_offsets`` is
-    faust's own commit step, used directly because faust's acknowledgement bookkeeping is what
-    lost records.)"""
+    Kafka; seek back partitions of the stage's ``inputs`` that stalled with records left.
+    (``_commit_offsets`` is faust's own commit step, used directly because faust's
+    acknowledgement bookkeeping is what lost records.)"""
     while True:
         await asyncio.sleep(COMMIT_EVERY_S)
         try:
+            for tp in app.consumer.assignment():
+                if tp.topic in inputs:
+                    ledger.watch(tp, app.consumer._committed_offset.get(tp))
             offsets = ledger.committable()
             if offsets:
                 await app.producer.flush()

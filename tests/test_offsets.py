@@ -105,3 +105,17 @@ def test_a_hole_whose_seek_back_is_lost_is_sought_back_again_by_the_stall_check(
     # The seek was lost: nothing arrives any more, so no batch asks for rewinds() again.
     clock.now += STALL_S
     assert ledger.stalled({TP: 9}.get) == {TP: 1}
+
+
+def test_an_assigned_partition_whose_records_never_come_is_sought_back() -> None:
+    clock = Clock()
+    ledger = OffsetLedger(clock)
+    ledger.watch(TP, committed=4)  # assigned; every record fetched was dropped
+    ledger.watch(OTHER, committed=None)  # never committed: left to admit()
+    assert ledger.stalled({TP: 4}.get) == {}
+    clock.now += STALL_S
+    assert ledger.stalled({TP: 4, OTHER: 3}.get) == {}  # nothing past the committed offset
+    assert ledger.stalled({TP: 9, OTHER: 3}.get) == {TP: 4}
+    ledger.watch(TP, committed=4)  # watching again changes nothing
+    assert ledger.admit(TP, 4, committed=4) is Admit.PROCESS
+    assert ledger.admit(OTHER, 0, committed=None) is Admit.PROCESS
