@@ -38,8 +38,9 @@ def schema_text(name: str) -> str:
 def _parse(schema: Any, logical_types: bool) -> Any:
     """Uuids are text either way: Hadir keeps ids as the text they are on the wire, and
     fastavro would make a ``uuid.UUID`` of each only to have it turned back."""
-    return fastavro.parse_schema(_pruned(schema, lambda k, v: k == "logicalType" and (
-        v == "uuid" or not logical_types)))
+    if not logical_types:
+        return fastavro.parse_schema(without_logical_types(schema))
+    return fastavro.parse_schema(_pruned(schema, lambda k, v: k == "logicalType" and v == "uuid"))
 
 
 @cache

@@ -70,6 +70,11 @@ def new_app(name: str, settings: Settings) -> faust.App:
     )
 
 
+def new_outbox(app: faust.App) -> Outbox:
+    """A stage's outbox, sending through the app's own producer (started with the app)."""
+    return Outbox(lambda: app.producer._ensure_producer())
+
+
 def raw_topic(app: faust.App, topic: topics.Topic, stage_input: bool = False) -> Any:
     """Values stay bytes in faust: Hadir's own codecs decode them, so a bad record becomes a
     dead letter instead of a crashed agent. A stage's input has faust's acknowledgements and
@@ -214,7 +219,7 @@ async def keyed_batches(app: faust.App, stream: Any, table: KeyPartitionedTable,
     ids the key's state has seen, run ``step`` (outputs, new state), wait until Kafka has every
     output, then write the states and wait for their changelog; only then is the batch
     finished. A state changed earlier in the batch is seen by later events of the same key."""
-    outbox = Outbox(lambda: app.producer._ensure_producer())
+    outbox = new_outbox(app)
     async for events in input_batches(app, stream):
         overlay: dict[bytes, Any] = {}
         for event in events:

@@ -22,8 +22,7 @@ from hadir.serde import AvroCodec, Registry, SerdeError
 from processors import geo
 from processors.events import Checkin, Finding, InvalidCheckin, Reason
 from processors.face import FaceResult, ReplayIndex, TemplateError, decode_image
-from streams.app import DeadLetters, crash_only, input_batches, new_app, raw_topic
-from streams.outbox import Outbox
+from streams.app import DeadLetters, crash_only, input_batches, new_app, new_outbox, raw_topic
 from streams.records import checkin_from_raw, in_progress
 from streams.reference import ReferenceFollower
 
@@ -74,7 +73,7 @@ def build_intake_app(settings: Settings) -> faust.App:
     selfie_codec = AvroCodec(topics.SELFIES, registry)
     dlq = DeadLetters(registry, "intake")
     raw = raw_topic(app, topics.RAW, stage_input=True)
-    outbox = Outbox(lambda: app.producer._ensure_producer())
+    outbox = new_outbox(app)
 
     verifier = faces.verifier(settings)
     cipher = verifier.cipher(faces.template_key(settings))
