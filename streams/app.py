@@ -248,8 +248,9 @@ def build_core_app(settings: Settings) -> faust.App:
     """The person and device stages, with their tables and the reference data they follow."""
     app = new_app(topics.CORE_APP, settings)
     registry = Registry(settings.infra.registry)
-    faced_codec = AvroCodec(topics.FACED, registry)
-    forward = AvroCodec(topics.BY_DEVICE, registry)
+    # In-progress records keep their times as epoch milliseconds (streams/records.py).
+    faced_codec = AvroCodec(topics.FACED, registry, logical_types=False)
+    forward = AvroCodec(topics.BY_DEVICE, registry, logical_types=False)
     device_partitions = topics.partitions(topics.BY_DEVICE, settings.infra)
     verdict_codec = AvroCodec(topics.VERDICTS, registry)
     alert_codec = AvroCodec(topics.ALERTS, registry)

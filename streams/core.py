@@ -14,7 +14,7 @@ output is known to be out.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -27,19 +27,13 @@ from streams.records import (
     add_findings,
     alert_records,
     checkin_from_progress,
+    epoch_ms,
     findings_of,
+    from_epoch_ms,
     verdict_record,
 )
 
 RECENT_EVENTS = 64  # per NIP / per device: enough to catch re-sent events
-
-
-def _ms(t: datetime) -> int:
-    return int(t.timestamp() * 1000)
-
-
-def _at(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 @dataclass
@@ -97,7 +91,7 @@ def person_step(record: dict[str, Any], state: dict[str, Any] | None, ref: Refer
     prev = None
     if state and state.get("fix"):
         f = state["fix"]
-        prev = Fix(f["lat"], f["lon"], f["accuracy_m"], _at(f["at"]), f["event_id"])
+        prev = Fix(f["lat"], f["lon"], f["accuracy_m"], from_epoch_ms(f["at"]), f["event_id"])
     current = Fix.from_checkin(checkin)
     jump = geo.impossible_travel(prev, current, geo_policy)
     if jump:
@@ -110,23 +104,8 @@ def person_step(record: dict[str, Any], state: dict[str, Any] | None, ref: Refer
     keep_fix = state.get("fix") if state else None
     if not reasons & _UNTRUSTED_FIX:
         keep_fix = {"lat": current.lat, "lon": current.lon, "accuracy_m": current.accuracy_m,
-                    "at": _ms(current.at), "event_id": current.event_id}
+                    "at": epoch_ms(current.at), "event_id": current.event_id}
     return record, {"fix": keep_fix, "recent": _remember(state, checkin.event_id)}
-
-
-def _stored(record: dict[str, Any]) -> dict[str, Any]:
-    """An in-progress record as JSON for the device table (times as epoch milliseconds)."""
-    out = dict(record)
-    out["server_time"] = _ms(record["server_time"])
-    out["client_time"] = _ms(record["client_time"]) if record["client_time"] else None
-    return out
-
-
-def _loaded(stored: dict[str, Any]) -> dict[str, Any]:
-    out = dict(stored)
-    out["server_time"] = _at(stored["server_time"])
-    out["client_time"] = _at(stored["client_time"]) if stored["client_time"] else None
-    return out
 
 
 Decision = tuple[dict[str, Any], list[dict[str, Any]]]  # a verdict and its alerts
@@ -141,24 +120,24 @@ def device_step(record: dict[str, Any], state: dict[str, Any] | None,
     checkin = checkin_from_progress(record)
     uses = (state or {}).get("uses", ())
     stored = {u[2]: u[4] for u in uses}
-    history = DeviceHistory(tuple(DeviceUse(u[0], _at(u[1]), u[2], u[3]) for u in uses))
+    history = DeviceHistory(tuple(DeviceUse(u[0], from_epoch_ms(u[1]), u[2], u[3]) for u in uses))
     finding, later, history = fraud.shared_device(history, checkin, fraud_policy)
     if finding:
         add_findings(record, [finding])
     decision = (verdict_record(record, fraud.decide(findings_of(record), fraud_policy), now),
                 alert_records(record, fraud_policy, now))
-    stored[checkin.event_id] = _stored(record)
+    stored[checkin.event_id] = record  # as decoded: JSON-able
     revised: list[Decision] = []
     revised_at = now + timedelta(milliseconds=1)  # a revision is newer than what it revises
     for use, late_finding in later:
-        earlier = _loaded(stored[use.event_id])
+        earlier = dict(stored[use.event_id])  # a copy: the old state stays as it was
         add_findings(earlier, [late_finding])
-        stored[use.event_id] = _stored(earlier)
+        stored[use.event_id] = earlier
         alerts = [a for a in alert_records(earlier, fraud_policy, revised_at)
                   if a["rule"] == Reason.SHARED_DEVICE.value]
         revised.append((verdict_record(earlier, fraud.decide(findings_of(earlier),
                                                              fraud_policy), revised_at), alerts))
-    new_state = {"uses": [[u.nip, _ms(u.at), u.event_id, u.flagged, stored[u.event_id]]
+    new_state = {"uses": [[u.nip, epoch_ms(u.at), u.event_id, u.flagged, stored[u.event_id]]
                           for u in history.uses],
                  "recent": _remember(state, checkin.event_id)}
     return decision, revised, new_state

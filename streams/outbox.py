@@ -13,6 +13,7 @@ aiokafka and the Java client), so keys land where they did before. For a batched
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 
+@functools.lru_cache(maxsize=1 << 16)  # keys (NIPs, devices) recur; murmur2 is pure Python
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives a keyed record."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions

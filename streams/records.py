@@ -1,4 +1,10 @@
-"""Between Avro records (dicts, as the codecs give them) and the processors' dataclasses."""
+"""Between Avro records (dicts, as the codecs give them) and the processors' dataclasses.
+
+In-progress records (the internal topics, hadir.topics.FACED and BY_DEVICE) carry their times
+as epoch milliseconds: the core worker decodes them without Avro's logical types (half the
+cost of a read), keeps them in its tables as they are, and the writer takes milliseconds as
+well as datetimes. The processors get datetimes (:func:`checkin_from_progress`).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,14 @@ from processors.fraud import FraudPolicy, alert_id, severity
 
 def evidence_json(evidence: dict[str, object]) -> str:
     return json.dumps(evidence, sort_keys=True, default=str, ensure_ascii=False)
+
+
+def epoch_ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def from_epoch_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def checkin_from_raw(r: dict[str, Any]) -> Checkin:
@@ -33,7 +47,9 @@ def in_progress(c: Checkin, findings: list[Finding], *, similarity: float | None
                 spoof: float | None = None, source: str = "") -> dict[str, Any]:
     return {
         "event_id": c.event_id, "nip": c.nip, "device_id": c.device_id, "type": c.type.value,
-        "server_time": c.server_time, "client_time": c.client_time, "lat": c.lat, "lon": c.lon,
+        "server_time": epoch_ms(c.server_time),
+        "client_time": epoch_ms(c.client_time) if c.client_time else None, "lat": c.lat,
+        "lon": c.lon,
         "accuracy_m": c.accuracy_m, "mock_location": c.mock_location,
         "app_version": c.app_version, "has_selfie": c.selfie is not None,
         "face_similarity": similarity, "spoof_score": spoof, "office_id": "", "h3_cell": "",
@@ -46,8 +62,9 @@ def in_progress(c: Checkin, findings: list[Finding], *, similarity: float | None
 def checkin_from_progress(r: dict[str, Any]) -> Checkin:
     return Checkin(
         event_id=r["event_id"], nip=r["nip"], device_id=r["device_id"],
-        type=CheckinType(r["type"]), server_time=r["server_time"],
-        client_time=r["client_time"], lat=r["lat"], lon=r["lon"], accuracy_m=r["accuracy_m"],
+        type=CheckinType(r["type"]), server_time=from_epoch_ms(r["server_time"]),
+        client_time=from_epoch_ms(r["client_time"]) if r["client_time"] is not None else None,
+        lat=r["lat"], lon=r["lon"], accuracy_m=r["accuracy_m"],
         mock_location=r["mock_location"], selfie=None, app_version=r["app_version"],
     )
 

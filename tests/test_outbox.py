@@ -77,10 +77,11 @@ def test_items_joined_decode_as_the_batched_topics_record(stack) -> None:  # typ
     from hadir import topics
     from hadir.serde import AvroCodec, Registry, SerdeError
     from processors.events import Checkin, CheckinType, Finding, Reason
-    from streams.records import in_progress
+    from streams.records import checkin_from_progress, in_progress
 
-    codec = AvroCodec(topics.FACED, Registry(stack.infra.registry))
-    at = datetime(2026, 11, 30, 0, 30, tzinfo=UTC)
+    # Decoded as the core worker does: times stay epoch milliseconds (streams/records.py).
+    codec = AvroCodec(topics.FACED, Registry(stack.infra.registry), logical_types=False)
+    at = datetime(2026, 11, 30, 0, 30, 1, 250_000, tzinfo=UTC)
     records = [in_progress(Checkin(str(uuid.uuid4()), f"1980010120000100{i:02d}", "dev",
                                    CheckinType.IN, at, at, -2.4, 106.4, 10.0, False),
                            [Finding(Reason.NO_SELFIE, {})] * i, source=f"raw[0]@{i}")
@@ -88,5 +89,8 @@ def test_items_joined_decode_as_the_batched_topics_record(stack) -> None:  # typ
     for n in (0, 1, 3):
         joined = codec.join([codec.encode_item(r) for r in records[:n]])
         assert codec.decode(joined) == {"checkins": records[:n]}
+    back = checkin_from_progress(codec.decode(codec.join([codec.encode_item(records[2])]))
+                                 ["checkins"][0])
+    assert (back.server_time, back.client_time, back.nip) == (at, at, records[2]["nip"])
     with pytest.raises(SerdeError, match="cannot encode item"):
         codec.encode_item({**records[0], "lat": "not a number"})
