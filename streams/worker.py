@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -47,12 +48,23 @@ def main(argv: list[str] | None = None) -> int:
 
         app = build_core_app(settings)
     worker = faust.Worker(app, loglevel="WARNING", console_port=0)
+    quieter_garbage_collector()
     # No terminal spinner in a background worker: it sets the root logger to DEBUG so that it
     # spins on every message, and building those unused records cost the core worker a tenth
     # of its CPU (aiokafka logs each send at debug level).
     worker.spinner = None
     worker.execute_from_commandline()
     return 0
+
+
+def quieter_garbage_collector() -> None:
+    """A worker keeps its tables (and faust its own structures) in memory: many long-lived
+    objects, which Python's default thresholds (a collection every 700 allocations) make the
+    collector walk again and again. What the stages allocate is freed by reference counting
+    (no cycles), so collections can be much rarer; the objects made while starting are moved
+    out of the collector's sight altogether. README, "Measured": what it saved."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
 
 
 if __name__ == "__main__":
