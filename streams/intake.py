@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping, Sequence
 from typing import Any
 
 import faust
@@ -28,7 +28,26 @@ from streams.reference import ReferenceFollower
 
 log = logging.getLogger("hadir.intake")
 
-BATCH = 64  # check-ins taken together; their selfies are verified as one batch
+BATCH = 500  # check-ins taken together from the raw topic
+FACE_BATCH = 64  # selfies verified together; their outputs are sent before the next ones
+
+
+def face_chunks(checked: Sequence[tuple[Any, Checkin, list[Finding]]],
+                size: int = FACE_BATCH) -> Iterator[list[tuple[Any, Checkin, list[Finding]]]]:
+    """A batch cut into consecutive runs holding at most ``size`` selfies each; check-ins
+    without a selfie ride along. Order is kept (the person stage needs each NIP's check-ins
+    in order), a batch without selfies is one run, and a batch full of selfies sends its
+    first verdicts' inputs after one face batch instead of after all of them."""
+    chunk: list[tuple[Any, Checkin, list[Finding]]] = []
+    selfies = 0
+    for item in checked:
+        if item[1].selfie is not None and selfies == size:
+            yield chunk
+            chunk, selfies = [], 0
+        chunk.append(item)
+        selfies += item[1].selfie is not None
+    if chunk:
+        yield chunk
 
 
 class SharedStore(MutableMapping[str, str]):
@@ -134,7 +153,6 @@ def build_intake_app(settings: Settings) -> faust.App:
         await crash_only(batches(stream), "intake stage")
 
     async def batches(stream: Any) -> None:
-        loop = asyncio.get_running_loop()
         async for events in input_batches(app, stream, BATCH):
             checked: list[tuple[Any, Checkin, list[Finding]]] = []
             for event in events:
@@ -147,33 +165,40 @@ def build_intake_app(settings: Settings) -> faust.App:
                 checked.append((event, checkin, found))
             if any(c.selfie and c.nip not in templates for _, c, _ in checked):
                 await follower.catch_up()
-            with_selfie = [(c, templates.get(c.nip)) for _, c, _ in checked if c.selfie]
-            results = iter(await loop.run_in_executor(None, judge, with_selfie)
-                           if with_selfie else ())
-            for event, checkin, found in checked:
-                similarity = spoof = None
-                if checkin.selfie is None:
-                    found.append(Finding(Reason.NO_SELFIE, {}))
+            for chunk in face_chunks(checked):
+                await verify_and_forward(chunk)
+            await outbox.send()  # dead letters of a batch that had nothing else to send
+
+    async def verify_and_forward(chunk: list[tuple[Any, Checkin, list[Finding]]]) -> None:
+        """Verify the chunk's selfies (off the event loop), then send each check-in on."""
+        with_selfie = [(c, templates.get(c.nip)) for _, c, _ in chunk if c.selfie]
+        loop = asyncio.get_running_loop()
+        results = iter(await loop.run_in_executor(None, judge, with_selfie)
+                       if with_selfie else ())
+        for event, checkin, found in chunk:
+            similarity = spoof = None
+            if checkin.selfie is None:
+                found.append(Finding(Reason.NO_SELFIE, {}))
+            else:
+                result = next(results)
+                if isinstance(result, InvalidCheckin):
+                    dlq.add(outbox, event, f"selfie: {result}")
+                    continue
+                if isinstance(result, str):
+                    phash = result
+                    found.append(Finding(Reason.NO_TEMPLATE, {"nip": checkin.nip}))
                 else:
-                    result = next(results)
-                    if isinstance(result, InvalidCheckin):
-                        dlq.add(outbox, event, f"selfie: {result}")
-                        continue
-                    if isinstance(result, str):
-                        phash = result
-                        found.append(Finding(Reason.NO_TEMPLATE, {"nip": checkin.nip}))
-                    else:
-                        phash = result.phash
-                        similarity, spoof = result.similarity, result.spoof_score
-                        found.extend(result.findings)
-                    again = replay.check_and_add(phash, checkin.event_id, checkin.nip)
-                    if again:
-                        found.append(again)
-                m = event.message
-                record = in_progress(checkin, found, similarity=similarity, spoof=spoof,
-                                     source=f"{m.topic}[{m.partition}]@{m.offset}")
-                outbox.add_item(topics.FACED.name, checkin.nip.encode(), faced_partitions,
-                                faced.encode_item(record), faced.join)
-            await outbox.send()
+                    phash = result.phash
+                    similarity, spoof = result.similarity, result.spoof_score
+                    found.extend(result.findings)
+                again = replay.check_and_add(phash, checkin.event_id, checkin.nip)
+                if again:
+                    found.append(again)
+            m = event.message
+            record = in_progress(checkin, found, similarity=similarity, spoof=spoof,
+                                 source=f"{m.topic}[{m.partition}]@{m.offset}")
+            outbox.add_item(topics.FACED.name, checkin.nip.encode(), faced_partitions,
+                            faced.encode_item(record), faced.join)
+        await outbox.send()
 
     return app
