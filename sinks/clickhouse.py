@@ -199,6 +199,7 @@ class ClickHouseSink:
             "bootstrap.servers": infra.bootstrap, "group.id": group_id,
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "enable.partition.eof": False, "max.poll.interval.ms": 600_000,
+            "fetch.min.bytes": 1_000_000, "fetch.wait.max.ms": 100,
         })
         self.producer = Producer({"bootstrap.servers": infra.bootstrap, "linger.ms": 5})
         self.client = connect(infra)
