@@ -163,7 +163,7 @@ def build_intake_app(settings: Settings) -> faust.App:
                     dlq.add(outbox, event, f"{type(exc).__name__}: {exc}")
                     continue
                 checked.append((event, checkin, found))
-            if any(c.selfie and c.nip not in templates for _, c, _ in checked):
+            if any(c.selfie is not None and c.nip not in templates for _, c, _ in checked):
                 await follower.catch_up()
             for chunk in face_chunks(checked):
                 await verify_and_forward(chunk)
@@ -171,7 +171,8 @@ def build_intake_app(settings: Settings) -> faust.App:
 
     async def verify_and_forward(chunk: list[tuple[Any, Checkin, list[Finding]]]) -> None:
         """Verify the chunk's selfies (off the event loop), then send each check-in on."""
-        with_selfie = [(c, templates.get(c.nip)) for _, c, _ in chunk if c.selfie]
+        with_selfie = [(c, templates.get(c.nip)) for _, c, _ in chunk
+                       if c.selfie is not None]
         loop = asyncio.get_running_loop()
         results = iter(await loop.run_in_executor(None, judge, with_selfie)
                        if with_selfie else ())

@@ -171,6 +171,7 @@ def test_bad_records_go_to_the_dead_letter_topic(pipe: Pipeline) -> None:
                                   raw=pipe.codecs[topics.RAW.name].encode(good)[:20]),
         "wrong schema": pipe.publish(topics.RAW, nip, None, raw=wrong_schema),
         "garbage selfie": pipe.submit(pipe.checkin(nip, selfie=b"\xff\xd8\xff garbage"))[0],
+        "empty selfie": pipe.submit(pipe.checkin(nip, selfie=b""))[0],
         "null island": pipe.submit(pipe.checkin(nip, lat=0.0, lon=0.0,
                                                 selfie=selfie(ME_AGAIN)))[0],
         "no accuracy": pipe.submit(pipe.checkin(nip, accuracy=None, selfie=selfie(ME_AGAIN)))[0],
@@ -185,6 +186,7 @@ def test_bad_records_go_to_the_dead_letter_topic(pipe: Pipeline) -> None:
     assert "not the Confluent wire format" in reasons["not avro"]
     assert "bad Avro payload" in reasons["truncated"]
     assert "selfie" in reasons["garbage selfie"]
+    assert "selfie" in reasons["empty selfie"]
     assert "0" in reasons["null island"]
     assert "accuracy" in reasons["no accuracy"]
     assert "UUID" in reasons["id not a uuid"]
