@@ -180,6 +180,7 @@ class Peak:
 
         collector = threading.Thread(target=collect, daemon=True)
         collector.start()
+        meter = CpuMeter.of_stack(self.settings)
         day = BENCH_DAY + timedelta(weeks=next(self.mornings))
         start_of_peak = datetime.combine(day, datetime.min.time(), UTC) + timedelta(
             minutes=self.rng.randrange(0, 500))
@@ -219,7 +220,49 @@ class Peak:
         return {"events": events, "with_selfies": bool(selfies), "target_rate": rate or "max",
                 "publish_s": round(published_s, 2), "verdicts": len(latency),
                 "events_per_s": round(len(latency) / total_s, 1),
-                "latency": _percentiles(latency)}
+                "latency": _percentiles(latency),
+                "cpu_ms_per_checkin": meter.per_item(events)}
+
+
+class CpuMeter:
+    """CPU time of each process of the pipeline over one run, per check-in: services, workers
+    and this process (the bench's publisher and verdict reader), from /proc. The two cores are
+    shared by all of them, so this says where a rate's limit comes from."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.before = {name: process_cpu_s(pid) for name, pid in pids.items()}
+        self.own = _own_cpu_s()
+
+    @classmethod
+    def of_stack(cls, settings: Settings) -> CpuMeter:
+        procs = [s.process for s in stack.services(settings)] + workers.running(settings)
+        return cls({p.name: pid for p in procs if (pid := p.pid()) is not None})
+
+    def per_item(self, items: int) -> dict[str, float]:
+        """Milliseconds of CPU per item since the meter was made (a process gone is left out)."""
+        out = {}
+        for name, pid in self.pids.items():
+            now, then = process_cpu_s(pid), self.before[name]
+            if now is not None and then is not None:
+                out[name] = round((now - then) * 1000 / items, 3)
+        out["bench"] = round((_own_cpu_s() - self.own) * 1000 / items, 3)
+        out["total"] = round(sum(out.values()), 3)
+        return out
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User and system CPU seconds of a process so far (Linux /proc), None if there is none."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
 
 
 def bench_pipeline(settings: Settings, progress: bool, asn: int = 5000) -> dict[str, Any]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 
-from hadir.bench import face_throughput
+from hadir.bench import CpuMeter, face_throughput
 
 
 def test_face_throughput_counts_selfies_and_cpu(settings) -> None:  # type: ignore[no-untyped-def]
@@ -22,3 +24,36 @@ def test_face_throughput_reports_a_failed_worker(settings, tmp_path) -> None:  #
         settings.face, pack="insightface", pack_dir=str(tmp_path / "missing")))
     with pytest.raises(RuntimeError, match="face process of the benchmark failed"):
         face_throughput(broken, 1, batch=4, seconds=1.0)
+
+
+BURNER = """
+import sys, time
+print("ready", flush=True)
+sys.stdin.readline()
+t = time.process_time()
+while time.process_time() - t < 0.3:
+    pass
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_cpu_meter_gives_each_process_cpu_per_item() -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    burner = subprocess.Popen([sys.executable, "-c", BURNER], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert burner.stdout is not None and burner.stdin is not None
+        assert burner.stdout.readline() == "ready\n"
+        meter = CpuMeter({"burner": burner.pid, "gone": gone.pid})
+        burner.stdin.write("go\n")
+        burner.stdin.flush()
+        assert burner.stdout.readline() == "done\n"
+        out = meter.per_item(10)
+    finally:
+        burner.kill()
+        burner.wait()
+    assert 25 <= out["burner"] <= 40  # 0.3 s of CPU over 10 items: 30 ms each
+    assert "gone" not in out
+    assert out["total"] == pytest.approx(out["burner"] + out["bench"], abs=0.002)
