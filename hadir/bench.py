@@ -40,6 +40,7 @@ from hadir import faces, topics, workers
 from hadir.config import REPO_ROOT, Settings
 from hadir.generate import SelfieCamera, identities, load_photo, make_nip
 from hadir.infra import stack
+from hadir.infra.process import proc_stat
 from hadir.output import emit, to_json
 from hadir.serde import AvroCodec, Registry
 from processors.geo import bench_geo
@@ -231,7 +232,7 @@ class CpuMeter:
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
-        self.before = {name: process_cpu_s(pid) for name, pid in pids.items()}
+        self.before = {name: _process_cpu_s(pid) for name, pid in pids.items()}
         self.own = _own_cpu_s()
 
     @classmethod
@@ -243,7 +244,7 @@ class CpuMeter:
         """Milliseconds of CPU per item since the meter was made (a process gone is left out)."""
         out = {}
         for name, pid in self.pids.items():
-            now, then = process_cpu_s(pid), self.before[name]
+            now, then = _process_cpu_s(pid), self.before[name]
             if now is not None and then is not None:
                 out[name] = round((now - then) * 1000 / items, 3)
         out["bench"] = round((_own_cpu_s() - self.own) * 1000 / items, 3)
@@ -251,10 +252,10 @@ class CpuMeter:
         return out
 
 
-def process_cpu_s(pid: int) -> float | None:
-    """User and system CPU seconds of a process so far (Linux /proc), None if there is none."""
+def _process_cpu_s(pid: int) -> float | None:
+    """User and system CPU seconds of a process so far, None if there is none."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = proc_stat(pid)
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -65,7 +65,7 @@ class ManagedProcess:
         try:
             pid = int(self.pid_file.read_text().strip())
             cmdline = _cmdline(pid)
-            state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+            state = proc_stat(pid)[0]
         except (OSError, ValueError, IndexError):
             self.pid_file.unlink(missing_ok=True)
             return None
@@ -120,6 +120,13 @@ class ManagedProcess:
             self.pid_file.unlink(missing_ok=True)
 
 
+def proc_stat(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name, so the state is ``[0]`` and
+    user and system CPU ticks are ``[11]`` and ``[12]`` (``man proc``, fields 3, 14 and 15).
+    The name is cut at its last ``)``: it may contain one. OSError if there is no process."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -129,7 +136,7 @@ def _cmdline(pid: int) -> str:
 
 def _alive(pid: int) -> bool:
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+        state = proc_stat(pid)[0]
     except (OSError, IndexError):
         return False
     if state == "Z":
