@@ -48,9 +48,8 @@ def in_progress(c: Checkin, findings: list[Finding], *, similarity: float | None
     return {
         "event_id": c.event_id, "nip": c.nip, "device_id": c.device_id, "type": c.type.value,
         "server_time": epoch_ms(c.server_time),
-        "client_time": epoch_ms(c.client_time) if c.client_time else None, "lat": c.lat,
-        "lon": c.lon,
-        "accuracy_m": c.accuracy_m, "mock_location": c.mock_location,
+        "client_time": epoch_ms(c.client_time) if c.client_time is not None else None,
+        "lat": c.lat, "lon": c.lon, "accuracy_m": c.accuracy_m, "mock_location": c.mock_location,
         "app_version": c.app_version, "has_selfie": c.selfie is not None,
         "face_similarity": similarity, "spoof_score": spoof, "office_id": "", "h3_cell": "",
         "distance_m": None, "source_offset": source,
