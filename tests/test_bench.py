@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from hadir.bench import CpuMeter, face_throughput
+from hadir.bench import JIT_THREADS, CpuMeter, face_throughput
+from hadir.infra.process import threads_cpu_s
 
 
 def test_face_throughput_counts_selfies_and_cpu(settings) -> None:  # type: ignore[no-untyped-def]
@@ -57,3 +58,41 @@ def test_cpu_meter_gives_each_process_cpu_per_item() -> None:
     assert 25 <= out["burner"] <= 40  # 0.3 s of CPU over 10 items: 30 ms each
     assert "gone" not in out
     assert out["total"] == pytest.approx(out["burner"] + out["bench"], abs=0.002)
+
+
+NAMED_BURNER = """
+import ctypes, sys, threading, time
+def burn():
+    ctypes.CDLL(None).prctl(15, b"C2 CompilerThre")  # PR_SET_NAME: as HotSpot names its JIT
+    t = time.thread_time()
+    while time.thread_time() - t < 0.3:
+        pass
+    print("done", flush=True)
+    time.sleep(60)  # a thread's CPU time is in /proc while it lives, as a JIT thread does
+print("ready", flush=True)
+sys.stdin.readline()
+threading.Thread(target=burn, daemon=True).start()
+sys.stdin.readline()
+"""
+
+
+def test_cpu_meter_follows_a_jvms_jit_threads_alone() -> None:
+    burner = subprocess.Popen([sys.executable, "-c", NAMED_BURNER], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert burner.stdout is not None and burner.stdin is not None
+        assert burner.stdout.readline() == "ready\n"
+        meter = CpuMeter({"jvm": burner.pid}, jvm=burner.pid)
+        burner.stdin.write("go\n")
+        burner.stdin.flush()
+        assert burner.stdout.readline() == "done\n"
+        jit_s = threads_cpu_s(burner.pid, JIT_THREADS)
+        other_s = threads_cpu_s(burner.pid, "no such thread")
+        share = meter.jit_core_share()
+    finally:
+        burner.kill()
+        burner.wait()
+    assert 0.25 <= jit_s <= 0.45  # the named thread's 0.3 s, not the main thread's start-up
+    assert other_s == 0
+    assert share is not None and 0 < share <= 1
+    assert CpuMeter({}).jit_core_share() is None

@@ -127,6 +127,21 @@ def proc_stat(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
+def threads_cpu_s(pid: int, name_part: str) -> float:
+    """User and system CPU seconds of those threads of a process whose name (``comm``, at most
+    15 characters) contains ``name_part``; 0 if there is no such process. Threads that ended
+    are not counted: /proc keeps only the live ones."""
+    ticks = 0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            if name_part in (task / "comm").read_text():
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])
+        except OSError:  # the thread ended meanwhile
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
