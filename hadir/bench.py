@@ -638,15 +638,22 @@ class _GpuSampler:
                 "samples": len(samples)} if samples else None
 
 
+def _leaves(value: Any, path: str = "") -> list[tuple[str, Any]]:
+    """Every number of a nested result with its dotted path (``latency.p99_ms``)."""
+    if not isinstance(value, dict):
+        return [(path, value)]
+    return [leaf for key, v in value.items()
+            for leaf in _leaves(v, f"{path}.{key}" if path else key)]
+
+
 def print_results(results: dict[str, Any], fmt: str) -> None:
     if fmt == "json":
         print(to_json(results))
         return
-    rows = []
-    for name, value in results.items():
-        if name in ("machine", "when", "written_to"):
-            continue
-        rows.append({"benchmark": name, "result": json.dumps(value, default=str)[:400]})
-    emit(rows, "table", title=f"hadir bench on {results['machine']['cpu']} "
-                              f"({results['machine']['cores']} cores)")
+    rows = [{"benchmark": name, "measure": measure, "value": value}
+            for name, result in results.items() if name not in ("machine", "when", "written_to")
+            for measure, value in _leaves(result)]
+    machine = results["machine"]
+    emit(rows, "table", title=f"hadir bench on {machine['cpu']} ({machine['cores']} cores, "
+                              f"python_loop_ms {machine.get('python_loop_ms')})")
     print(f"Full results: {results['written_to']}")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 
 import pytest
 
-from hadir.bench import JIT_THREADS, CpuMeter, face_throughput
+from hadir.bench import JIT_THREADS, CpuMeter, face_throughput, print_results
 from hadir.infra.process import threads_cpu_s
 
 
@@ -96,3 +97,18 @@ def test_cpu_meter_follows_a_jvms_jit_threads_alone() -> None:
     assert other_s == 0
     assert share is not None and 0 < share <= 1
     assert CpuMeter({}).jit_core_share() is None
+
+
+def test_results_print_every_number_for_a_person_and_all_of_them_as_json(capsys) -> None:  # type: ignore[no-untyped-def]
+    results = {"machine": {"cpu": "Test CPU", "cores": 2, "python_loop_ms": 90.0},
+               "when": "2026-11-30T00:00:00+00:00", "written_to": "out/bench.json",
+               "pipeline": {"asn": 5000, "at_1000": {"latency": {"p99_ms": 695.3}},
+                            "jit": [0.25, 0.02]}}
+    print_results(results, "table")
+    table = capsys.readouterr().out
+    assert "Test CPU (2 cores, python_loop_ms 90.0)" in table
+    lines = {" ".join(line.split()) for line in table.splitlines()}
+    assert {"pipeline asn 5000", "pipeline at_1000.latency.p99_ms 695.3",
+            "pipeline jit 0.25,0.02"} <= lines
+    print_results(results, "json")
+    assert json.loads(capsys.readouterr().out) == results
