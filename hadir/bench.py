@@ -5,7 +5,9 @@
   stage's throughput in 1, 2, 4 ... processes on ``face.device`` (CPU or GPU).
 - pipeline: a regency's morning peak (every ASN checking in within 30 minutes, compressed in
   time) published at a chosen rate through Kafka and the workers: events per second and
-  publish-to-verdict latency (p50, p95, p99), without selfies and with them.
+  publish-to-verdict latency (p50, p95, p99), without selfies and with them, and the CPU
+  each process spent per check-in; measured after a warm-up that ends once the broker's JIT
+  compiler is quiet (:func:`warm_up`).
 - sink: rows per second from Kafka into ClickHouse through the batching sink, with one sink
   process and with two in one consumer group.
 - report: the TPP report's time for 5,000 ASN x 1 month and x 12 months.
