@@ -90,19 +90,21 @@ def verdict_record(r: dict[str, Any], verdict: Verdict, now: datetime) -> dict[s
 
 
 def alert_records(r: dict[str, Any], policy: FraudPolicy, now: datetime) -> list[dict[str, Any]]:
-    """One alert per REJECTED or REVIEW reason (DESIGN.md)."""
+    """One alert per REJECTED or REVIEW reason (DESIGN.md). The evidence is the finding's own
+    JSON text, made by :func:`evidence_json` when the finding was added."""
     out = []
     seen: set[Reason] = set()
-    for f in findings_of(r):
-        level = severity(f.reason, policy)
-        if level is Verdict.ACCEPTED or f.reason in seen:
+    for f in r["findings"]:
+        reason = Reason(f["reason"])
+        level = severity(reason, policy)
+        if level is Verdict.ACCEPTED or reason in seen:
             continue
-        seen.add(f.reason)
+        seen.add(reason)
         out.append({
-            "alert_id": alert_id(r["event_id"], f.reason), "event_id": r["event_id"],
+            "alert_id": alert_id(r["event_id"], reason), "event_id": r["event_id"],
             "nip": r["nip"], "device_id": r["device_id"], "office_id": r["office_id"],
-            "rule": f.reason.value, "severity": level.value, "server_time": r["server_time"],
-            "detected_at": now, "evidence": evidence_json(f.evidence),
+            "rule": reason.value, "severity": level.value, "server_time": r["server_time"],
+            "detected_at": now, "evidence": f["evidence"],
         })
     return out
 
