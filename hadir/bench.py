@@ -42,7 +42,7 @@ from hadir import faces, topics, workers
 from hadir.config import REPO_ROOT, Settings
 from hadir.generate import SelfieCamera, identities, load_photo, make_nip
 from hadir.infra import stack
-from hadir.infra.process import proc_stat, threads_cpu_s
+from hadir.infra.process import process_cpu_s, threads_cpu_s
 from hadir.output import emit, to_json
 from hadir.serde import AvroCodec, Registry
 from processors.geo import bench_geo
@@ -247,7 +247,7 @@ class CpuMeter:
 
     def __init__(self, pids: dict[str, int], jvm: int | None = None) -> None:
         self.pids = pids
-        self.before = {name: _process_cpu_s(pid) for name, pid in pids.items()}
+        self.before = {name: process_cpu_s(pid) for name, pid in pids.items()}
         self.own = _own_cpu_s()
         self.jvm = jvm
         self.jit_before = threads_cpu_s(jvm, JIT_THREADS) if jvm else 0.0
@@ -270,21 +270,12 @@ class CpuMeter:
         """Milliseconds of CPU per item since the meter was made (a process gone is left out)."""
         out = {}
         for name, pid in self.pids.items():
-            now, then = _process_cpu_s(pid), self.before[name]
+            now, then = process_cpu_s(pid), self.before[name]
             if now is not None and then is not None:
                 out[name] = round((now - then) * 1000 / items, 3)
         out["bench"] = round((_own_cpu_s() - self.own) * 1000 / items, 3)
         out["total"] = round(sum(out.values()), 3)
         return out
-
-
-def _process_cpu_s(pid: int) -> float | None:
-    """User and system CPU seconds of a process so far, None if there is none."""
-    try:
-        fields = proc_stat(pid)
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _own_cpu_s() -> float:
@@ -642,7 +633,7 @@ class _GpuSampler:
 
 
 def _leaves(value: Any, path: str = "") -> list[tuple[str, Any]]:
-    """Every number of a nested result with its dotted path (``latency.p99_ms``)."""
+    """Every value of a nested result with its dotted path (``latency.p99_ms``)."""
     if not isinstance(value, dict):
         return [(path, value)]
     return [leaf for key, v in value.items()

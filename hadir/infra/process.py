@@ -123,23 +123,41 @@ class ManagedProcess:
 def proc_stat(pid: int) -> list[str]:
     """The fields of ``/proc/PID/stat`` after the command name, so the state is ``[0]`` and
     user and system CPU ticks are ``[11]`` and ``[12]`` (``man proc``, fields 3, 14 and 15).
-    The name is cut at its last ``)``: it may contain one. OSError if there is no process."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    OSError if there is no process."""
+    return _stat_fields(Path(f"/proc/{pid}/stat"))
+
+
+def _stat_fields(stat: Path) -> list[str]:
+    """A process's or thread's stat line after the name, which is cut at its last ``)``: the
+    name may contain one."""
+    return stat.read_text().rsplit(")", 1)[1].split()
+
+
+def _cpu_s(fields: list[str]) -> float:
+    """User and system CPU seconds from stat fields (:func:`proc_stat`)."""
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User and system CPU seconds of a process so far, None if there is none."""
+    try:
+        return _cpu_s(proc_stat(pid))
+    except OSError:
+        return None
 
 
 def threads_cpu_s(pid: int, name_part: str) -> float:
     """User and system CPU seconds of those threads of a process whose name (``comm``, at most
     15 characters) contains ``name_part``; 0 if there is no such process. Threads that ended
     are not counted: /proc keeps only the live ones."""
-    ticks = 0
+    total = 0.0
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
             if name_part in (task / "comm").read_text():
-                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-                ticks += int(fields[11]) + int(fields[12])
+                total += _cpu_s(_stat_fields(task / "stat"))
         except OSError:  # the thread ended meanwhile
             continue
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _cmdline(pid: int) -> str:
