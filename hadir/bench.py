@@ -301,9 +301,10 @@ def warm_up(peak: Peak, progress: bool) -> dict[str, Any]:
             "broker_jit_core_share": [r["broker_jit_core_share"] for r in runs]}
 
 
-def bench_pipeline(settings: Settings, progress: bool, asn: int = 5000) -> dict[str, Any]:
+def bench_pipeline(settings: Settings, progress: bool, asn: int = 5000, intake: int = 1,
+                   core: int = 1) -> dict[str, Any]:
     peak = Peak(settings, asn)
-    workers.start(settings, intake=1)
+    workers.start(settings, intake=intake, core=core)
     warm = warm_up(peak, progress)  # what is measured is a warm pipeline, as in production
     no_faces = peak.run(20_000, 0, None, "no selfies, max rate", progress)
     at_1000 = peak.run(10_000, 1000, None, "no selfies, 1000/s", progress)
@@ -312,7 +313,7 @@ def bench_pipeline(settings: Settings, progress: bool, asn: int = 5000) -> dict[
     # A 5,000-ASN regency's morning: 10,000 check-ins with selfies in 30 minutes is 5.6 per
     # second; a 2-minute sample at that rate gives its latency.
     regency = peak.run(660, 10_000 / 1800, selfies, "regency peak, 5.6/s", progress)
-    return {"asn": asn, "intake_workers": 1, "warm_up": warm,
+    return {"asn": asn, "intake_workers": intake, "core_workers": core, "warm_up": warm,
             "no_selfies_max_rate": no_faces, "no_selfies_1000_per_s": at_1000,
             "with_selfies_max_rate": with_faces, "regency_peak_with_selfies": regency}
 
@@ -479,20 +480,29 @@ def bench_report(settings: Settings, progress: bool, asn: int = 5000) -> dict[st
 # --- all -----------------------------------------------------------------------------------
 
 
-def run(settings: Settings, only: str | None = None, out: Path = Path("out/bench.json"),
-        progress: bool = True) -> dict[str, Any]:
+def choose(only: str | None) -> list[str]:
+    """The benchmarks named in ``only`` (comma-separated); every one when it is None."""
     chosen = [s.strip() for s in only.split(",")] if only else list(ALL)
     unknown = set(chosen) - set(ALL)
     if unknown:
         raise ValueError(f"unknown benchmark {', '.join(sorted(unknown))}; choose from "
                          f"{', '.join(ALL)}")
+    return chosen
+
+
+def run(settings: Settings, only: str | None = None, out: Path = Path("out/bench.json"),
+        progress: bool = True, intake: int = 1, core: int = 1) -> dict[str, Any]:
+    """Run the chosen benchmarks; the pipeline's with ``intake`` and ``core`` workers (more
+    than one of each measures scaling out, on a machine with the cores for it)."""
+    chosen = choose(only)
+    workers.check_counts(settings, intake, 1, core)
     results: dict[str, Any] = {"machine": machine(), "when": datetime.now(UTC).isoformat()}
     steps: dict[str, Callable[[], Any]] = {
         "geo": lambda: bench_geo(200_000, 50),
         "face": lambda: _bench_face(settings, progress),
     }
     bench = bench_settings(settings)
-    steps.update({"pipeline": lambda: bench_pipeline(bench, progress),
+    steps.update({"pipeline": lambda: bench_pipeline(bench, progress, intake=intake, core=core),
                   "sink": lambda: bench_sink(bench, progress),
                   "report": lambda: bench_report(bench, progress)})
     out.parent.mkdir(parents=True, exist_ok=True)

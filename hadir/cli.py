@@ -41,6 +41,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _benchmarks(text: str) -> str:
+    from hadir.bench import choose
+
+    try:
+        choose(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _file(text: str) -> Path:
     path = Path(text)
     if not path.is_file():
@@ -105,12 +115,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         emit([vars(w) for w in workers.status(settings)], args.format, title="Workers",
              columns=["name", "pid", "log"])
         return 0
+    workers.check_counts(settings, args.intake, args.sinks, args.core)  # before the stack starts
     stack.up(settings, progress=args.format == "table")
     if args.detach:
-        emit([vars(w) for w in workers.start(settings, args.intake, args.sinks)], args.format,
-             title="Workers started", columns=["name", "pid", "log"])
+        started = workers.start(settings, args.intake, args.sinks, args.core)
+        emit([vars(w) for w in started], args.format, title="Workers started",
+             columns=["name", "pid", "log"])
         return 0
-    return workers.foreground(settings, args.intake, args.sinks)
+    return workers.foreground(settings, args.intake, args.sinks, args.core)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -180,7 +192,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from hadir import bench
 
     results = bench.run(_settings(), only=args.only, out=args.out,
-                        progress=args.format == "table")
+                        progress=args.format == "table", intake=args.intake, core=args.core)
     bench.print_results(results, args.format)
     return 0
 
@@ -214,6 +226,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--detach", action="store_true", help="start in the background and return")
     s.add_argument("--intake", type=_positive, default=1,
                    help="intake (face) workers, at most the raw topic's partitions")
+    s.add_argument("--core", type=_positive, default=1,
+                   help="core (person and device state) workers, at most the raw topic's "
+                        "partitions")
     s.add_argument("--sinks", type=_positive, default=1,
                    help="ClickHouse sink processes, at most the event topics' partitions")
     s.add_argument("--stop", action="store_true", help="stop background workers")
@@ -280,8 +295,13 @@ def parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_face)
 
     s = sub.add_parser("bench", help="run the benchmarks, results as JSON")
-    s.add_argument("--only", help="comma-separated: geo,face,pipeline,sink,report")
+    s.add_argument("--only", type=_benchmarks,
+                   help="comma-separated: geo,face,pipeline,sink,report")
     s.add_argument("--out", type=Path, default=Path("out/bench.json"))
+    s.add_argument("--intake", type=_positive, default=1,
+                   help="intake workers in the pipeline benchmark (as hadir run --intake)")
+    s.add_argument("--core", type=_positive, default=1,
+                   help="core workers in the pipeline benchmark (as hadir run --core)")
     _fmt(s)
     s.set_defaults(func=cmd_bench)
     return p

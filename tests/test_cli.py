@@ -27,6 +27,8 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     (["face", "compare", "nope.jpg", "also-nope.jpg"], "nope.jpg: no such file"),
     (["demo", "--asn", "many"], "is not a whole number"),
     (["infra", "sideways"], "invalid choice"),
+    (["bench", "--only", "pipeline,speed"], "unknown benchmark speed; choose from geo, face"),
+    (["bench", "--core", "0"], "must be at least 1"),
 ])
 def test_bad_arguments(args: list[str], message: str) -> None:
     result = run(*args)
@@ -42,6 +44,18 @@ def test_bad_config_is_a_message() -> None:
     assert result.returncode == 1
     assert "hadir: error: HADIR_GEO_LOW_ACCURACY_M: 'lots' is not a valid float" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("flag", "count", "partitions"), [
+    ("--core", "7", "6"), ("--intake", "7", "6"), ("--sinks", "4", "3")])
+def test_more_workers_than_partitions_is_a_message(flag: str, count: str,
+                                                   partitions: str) -> None:
+    """Refused before anything starts (a stack started first would be left running)."""
+    result = run("run", flag, count, "--detach")
+    assert result.returncode == 1
+    assert f"hadir: error: {flag} {count}: its input has {partitions} partitions" \
+        in result.stderr
+    assert "Traceback" not in result.stderr and "starting" not in result.stdout.lower()
 
 
 def test_replay_of_a_bad_folder_lists_every_problem(tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ import pytest
 from hadir import topics, workers
 from hadir.infra.clickhouse import ClickHouseServer
 from hadir.infra.kafka import KafkaBroker
-from tests.pipeline_helpers import FACES_DIR, Pipeline, selfie
+from streams.outbox import partition_for
+from tests.pipeline_helpers import FACES_DIR, Pipeline, new_nip, selfie
 
 pytestmark = [pytest.mark.infra, pytest.mark.faults]
 LOAD = 1500
@@ -31,21 +32,22 @@ def _worker(stack: object, name: str) -> workers.ManagedProcess:
     return next(p for p in workers.running(stack) if p.name == name)  # type: ignore[arg-type]
 
 
-def _load(pipe: Pipeline, fault: Callable[[], None], bad: int = 0) -> tuple[list[str], list]:
-    """Publish LOAD check-ins (no selfies: the fault is what is tested, not faces) at about
-    300 per second with ``fault`` injected a second in, and ``bad`` malformed records mixed in;
-    returns the good event ids and the positions of the bad records."""
+def _load(pipe: Pipeline, fault: Callable[[], None], bad: int = 0,
+          count: int = LOAD) -> tuple[list[str], list]:
+    """Publish ``count`` check-ins (no selfies: the fault is what is tested, not faces) at
+    about 300 per second with ``fault`` injected a second in, and ``bad`` malformed records
+    mixed in; returns the good event ids and the positions of the bad records."""
     nips = [pipe.employee(photo=None) for _ in range(20)]
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
     records = [pipe.checkin(nips[k % len(nips)], at=t0 + timedelta(seconds=k))
-               for k in range(LOAD)]
+               for k in range(count)]
     injector = threading.Timer(1.0, fault)
     injector.start()
     bad_positions = []
     for k, record in enumerate(records):
         pipe.producer.produce(topics.RAW.name, key=str(record["nip"]).encode(),
                               value=pipe.codecs[topics.RAW.name].encode(record))
-        if bad and k % (LOAD // bad) == 0 and len(bad_positions) < bad:
+        if bad and k % (count // bad) == 0 and len(bad_positions) < bad:
             bad_positions.append(pipe.publish(topics.RAW, "x", None,
                                               raw=b"\x00\x00\x00\x00\x01garbage"))
         pipe.producer.poll(0)
@@ -130,3 +132,69 @@ def test_malformed_records_mid_load(pipe: Pipeline) -> None:
     assert set(letters) == set(bad)
     assert all("unknown schema id" in letter["error"] or "Avro" in letter["error"]
                for letter in letters.values())
+
+
+def _members_with_partitions(stack, group: str) -> int:  # type: ignore[no-untyped-def]
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": stack.infra.bootstrap})
+    described = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    return sum(1 for m in described.members if m.assignment.topic_partitions)
+
+
+def _until_shared(stack, timeout: float = 120) -> None:  # type: ignore[no-untyped-def]
+    """Wait until two intake and two core workers each own partitions of their inputs."""
+    deadline = time.monotonic() + timeout
+    groups = ("hadir-intake", topics.CORE_APP)
+    while any(_members_with_partitions(stack, g) < 2 for g in groups):
+        assert time.monotonic() < deadline, "the added workers got no partitions"
+        time.sleep(1)
+
+
+def _one_per_partition(pipe: Pipeline, stack) -> list[str]:  # type: ignore[no-untyped-def]
+    """ASN whose check-ins land on each partition of the person stage's input, one each."""
+    partitions = topics.partitions(topics.FACED, stack.infra)
+    by_partition: dict[int, str] = {}
+    while len(by_partition) < partitions:
+        nip = new_nip()
+        by_partition.setdefault(partition_for(nip.encode(), partitions), nip)
+    for nip in by_partition.values():
+        pipe.publish(topics.EMPLOYEES, nip, {"nip": nip, "name": f"ASN {nip[-3:]}",
+                                             "office_id": pipe.office_id,
+                                             "tpp_base_idr": 4_000_000})
+    return list(by_partition.values())
+
+
+def test_scaling_out_and_in_mid_load(pipe: Pipeline, stack) -> None:  # type: ignore[no-untyped-def]
+    """``hadir run --intake 2 --core 2`` on a running pipeline, then back to one of each. The
+    workers joining mid-load share out the raw and internal topics and the tables' partitions;
+    the previous fix of every person, written by the one core worker, is used by whichever
+    owns it after the move (some partitions must have moved); the workers leaving mid-load
+    (SIGTERM) hand their partitions back. Every check-in has exactly one verdict throughout."""
+    nips = _one_per_partition(pipe, stack)
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    here = [pipe.checkin(nip, at=t0) for nip in nips]
+    pipe.submit(*here)
+    assert len(pipe.verdicts([str(r["event_id"]) for r in here])) == len(nips)
+    try:
+        ids, _ = _load(pipe, lambda: workers.start(stack, intake=2, core=2), count=4 * LOAD)
+        _exactly_once(pipe, ids)
+        _until_shared(stack)
+        there = [pipe.checkin(nip, kind="OUT", at=t0 + timedelta(minutes=10), lat=-2.1291,
+                              lon=106.1094) for nip in nips]
+        pipe.submit(*there)
+        found = pipe.verdicts([str(r["event_id"]) for r in there], timeout=120)
+        assert all("IMPOSSIBLE_TRAVEL" in v["reasons"] for v in found.values())
+        assert len(found) == len(nips)
+
+        def scale_back() -> None:
+            _worker(stack, "intake-1").stop()
+            _worker(stack, "core-1").stop()
+
+        ids, _ = _load(pipe, scale_back)
+        _exactly_once(pipe, ids)
+        assert {p.name for p in workers.running(stack)} == {"intake-0", "core-0", "sink-0"}
+    finally:
+        for proc in workers.running(stack):
+            if proc.name in ("intake-1", "core-1"):
+                proc.stop()
