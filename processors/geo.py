@@ -773,9 +773,10 @@ def impossible_travel(
     prev: Fix | None, cur: Fix, policy: GeoPolicy = DEFAULT_POLICY
 ) -> Finding | None:
     """IMPOSSIBLE_TRAVEL when the distance between two consecutive fixes of one NIP, less both
-    accuracy radii, exceeds ``travel_min_km`` and that distance over the elapsed server time
-    exceeds ``travel_max_kmh``. A non-positive elapsed time (same or reversed server time)
-    counts as infinite speed; its evidence then has ``speed_kmh`` None (JSON null)."""
+    accuracy radii, exceeds ``travel_min_km`` and that distance over the server time between
+    them exceeds ``travel_max_kmh``. The order does not matter (a check-in that arrives after
+    a later one is the same journey, travelled the other way); the same server time counts as
+    infinite speed, and its evidence then has ``speed_kmh`` None (JSON null)."""
     if prev is None:
         return None
     min_m = policy.travel_min_km * 1000.0
@@ -787,7 +788,7 @@ def impossible_travel(
     effective = distance - slack
     if effective <= min_m:
         return None
-    elapsed = (cur.at - prev.at).total_seconds()
+    elapsed = abs((cur.at - prev.at).total_seconds())
     speed: float | None
     if elapsed > 0:
         speed = effective / elapsed * 3.6

@@ -1,22 +1,89 @@
-"""The device step's verdict and alerts, as plain data (streams/core.py, streams/records.py)."""
+"""The person and device steps of the core worker, as plain data (streams/core.py,
+streams/records.py): findings, the state each keeps, the verdict and its alerts."""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
 
+from processors.attendance import Excuse, ExcuseKind
 from processors.events import Checkin, CheckinType, Finding, Reason
 from processors.fraud import FraudPolicy, alert_id
-from streams.core import device_step
+from processors.geo import Geofences, GeoPolicy, office_from_feature
+from streams.core import Reference, device_step, person_step
 from streams.records import in_progress
 
-AT = datetime(2026, 11, 30, 0, 30, tzinfo=UTC)
+AT = datetime(2026, 11, 30, 0, 30, tzinfo=UTC)  # 07:30 in Koba (WIB)
+NIP = "198001012005011001"
+KOBA = (-2.486, 106.41)
+OFFICE = {"type": "Feature", "properties": {"office_id": "KOBA", "name": "Kantor Bupati"},
+          "geometry": {"type": "Polygon", "coordinates": [[
+              [106.4096, -2.4864], [106.4104, -2.4864], [106.4104, -2.4856],
+              [106.4096, -2.4856], [106.4096, -2.4864]]]}}
 
 
-def _record(findings: list[Finding]) -> dict[str, object]:
-    checkin = Checkin("3f1c2a64-5b7e-4c2d-9a8b-1e2f3a4b5c6d", "198001012005011001", "dev-1",
-                      CheckinType.IN, AT, AT, -2.486, 106.41, 12.0, False)
+def _record(findings: list[Finding], at: datetime = AT, lat: float = KOBA[0],
+            lon: float = KOBA[1], nip: str = NIP) -> dict[str, Any]:
+    checkin = Checkin(str(uuid.uuid4()), nip, "dev-1", CheckinType.IN, at, at, lat, lon, 12.0,
+                      False)
     return in_progress(checkin, findings)
+
+
+def _reference() -> Reference:
+    ref = Reference(Geofences(policy=GeoPolicy()))
+    ref.geofences.update(office_from_feature(OFFICE))
+    ref.employees[NIP] = {"nip": NIP, "office_id": "KOBA"}
+    return ref
+
+
+def _person(record: dict[str, Any], state: dict[str, Any] | None,
+            ref: Reference | None = None) -> tuple[set[str], dict[str, Any]]:
+    out, new_state = person_step(record, state, ref or _reference(), GeoPolicy(),
+                                 FraudPolicy(), ZoneInfo("Asia/Jakarta"))
+    return {f["reason"] for f in out["findings"]}, new_state
+
+
+def test_person_step_judges_the_fix_and_keeps_it() -> None:
+    reasons, state = _person(_record([]), None)
+    assert reasons == set()
+    first = state["fix"]["event_id"]
+    # 50 km ten minutes later: impossible, and not kept as where the person is
+    far = _record([], at=AT + timedelta(minutes=10), lat=KOBA[0] + 0.45)
+    reasons, state = _person(far, state)
+    assert reasons == {"IMPOSSIBLE_TRAVEL", "OUTSIDE_GEOFENCE"}
+    assert state["fix"]["event_id"] == first
+    assert state["recent"][-1] == far["event_id"]
+
+
+def test_a_late_check_in_is_judged_but_does_not_replace_the_newer_fix() -> None:
+    _, state = _person(_record([]), None)
+    newest = state["fix"]
+    # 5 km away five minutes *before* the fix already held: 60 km/h, possible
+    late = _record([], at=AT - timedelta(minutes=5), lat=KOBA[0] + 0.045)
+    reasons, state = _person(late, state)
+    assert reasons == {"OUTSIDE_GEOFENCE"}
+    assert state["fix"] == newest
+
+
+def test_a_mock_location_fix_is_not_kept() -> None:
+    _, state = _person(_record([]), None)
+    mocked = _record([Finding(Reason.MOCK_LOCATION, {})], at=AT + timedelta(minutes=1))
+    reasons, after = _person(mocked, state)
+    assert "MOCK_LOCATION" in reasons and after["fix"] == state["fix"]
+
+
+def test_unknown_employee_and_official_duty_elsewhere() -> None:
+    reasons, _ = _person(_record([], nip="199001012015011002"), None)
+    assert reasons == {"UNKNOWN_EMPLOYEE"}
+    ref = _reference()
+    away = _record([], lat=KOBA[0] + 0.02)
+    assert _person(dict(away), None, ref)[0] == {"OUTSIDE_GEOFENCE"}
+    ref.excuses[NIP] = [Excuse(NIP, date(2026, 11, 30), date(2026, 11, 30),
+                               ExcuseKind.DINAS_LUAR)]
+    assert _person(away, None, ref)[0] == set()
 
 
 def test_one_alert_per_reason_with_the_findings_own_evidence() -> None:
