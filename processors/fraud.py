@@ -121,13 +121,15 @@ def shared_device(history: DeviceHistory, checkin: Checkin, policy: FraudPolicy
     different partitions). So besides the finding for this check-in, this returns the uses
     already seen that are *later* than it, within the window, by another NIP, and not flagged
     yet: they should have been flagged, so each comes back with its finding and the caller
-    revises its verdict. The returned history keeps the uses within the window of the newest
-    one seen.
+    revises its verdict. The returned history keeps the uses within two windows of the newest
+    one seen, so a check-in that arrives up to a window late (a lagging partition, a worker
+    that was down) is still judged against every use within a window either side of it.
     """
     window = timedelta(hours=policy.shared_device_window_h)
     t = checkin.server_time
     newest = max([t, *(u.at for u in history.uses)])
-    kept = [u for u in history.uses if u.at >= newest - window and u.event_id != checkin.event_id]
+    kept = [u for u in history.uses
+            if u.at >= newest - 2 * window and u.event_id != checkin.event_id]
     earlier = [u for u in kept if u.nip != checkin.nip and t - window <= u.at <= t]
     later = [u for u in kept if u.nip != checkin.nip and t < u.at <= t + window
              and not u.flagged]

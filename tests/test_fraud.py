@@ -96,7 +96,23 @@ def test_shared_device_window_is_12_hours() -> None:
     outside, _, kept = shared_device(
         history, checkin("B", at=T0 + timedelta(hours=12, seconds=1)), POLICY)
     assert outside is None
-    assert [u.nip for u in kept.uses] == ["B"]  # A's use aged out of the window
+    assert [u.nip for u in kept.uses] == ["A", "B"]  # kept for check-ins that arrive late
+    _, _, kept = shared_device(kept, checkin("C", at=T0 + timedelta(hours=24, seconds=1),
+                                             event_id="3"), POLICY)
+    assert [u.nip for u in kept.uses] == ["B", "C"]  # two windows behind the newest: gone
+
+
+def test_shared_device_check_in_arriving_half_a_day_late() -> None:
+    """A at 00:00 and B at 13:00 share nothing (13 hours apart); C's 06:00 check-in, arriving
+    after both, was within 12 hours of each: C is flagged for A, and B is revised for C."""
+    _, _, history = shared_device(DeviceHistory(), checkin("A", event_id="a"), POLICY)
+    found, _, history = shared_device(history, checkin("B", at=T0 + timedelta(hours=13),
+                                                       event_id="b"), POLICY)
+    assert found is None
+    found, late, _ = shared_device(history, checkin("C", at=T0 + timedelta(hours=6),
+                                                    event_id="c"), POLICY)
+    assert found is not None and found.evidence["other_nips"] == ["A"]
+    assert [(u.event_id, f.evidence["other_nips"]) for u, f in late] == [("b", ["C"])]
 
 
 def test_shared_device_out_of_order_revises_the_later_checkin() -> None:
