@@ -25,7 +25,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -123,9 +123,9 @@ async def input_batches(app: faust.App, stream: Any,
             if app.consumer_generation_id != generation:  # a rebalance: positions may change
                 generation = app.consumer_generation_id
                 ledger.forget()
+            starts = await _starts(app, ledger, {e.message.tp for e in events})
             batch = [e for e in events
-                     if ledger.admit(e.message.tp, e.message.offset,
-                                     consumer._committed_offset.get(e.message.tp))
+                     if ledger.admit(e.message.tp, e.message.offset, starts[e.message.tp])
                      is Admit.PROCESS]
             await _seek_back(consumer, ledger.rewinds(), "a hole in the offsets")
             if not batch:
@@ -138,6 +138,17 @@ async def input_batches(app: faust.App, stream: Any,
         committer.cancel()
 
 
+async def _starts(app: faust.App, ledger: OffsetLedger, tps: Iterable[Any]) -> dict[Any, int]:
+    """Where reading each partition starts: its committed offset or, for a partition the group
+    never committed, its first offset (the stages read such a partition from the beginning),
+    asked of the broker only for partitions whose position the ledger does not know yet."""
+    starts = {tp: app.consumer._committed_offset.get(tp) for tp in tps}
+    fresh = [tp for tp, start in starts.items() if start is None and not ledger.knows(tp)]
+    if fresh:
+        starts.update(await app.consumer.earliest_offsets(*fresh))
+    return starts
+
+
 async def _commit_every(app: faust.App, ledger: OffsetLedger, inputs: set[str]) -> None:
     """Commit the finished offsets, once what the stage wrote (outputs, table changelogs) is on
     Kafka; seek back partitions of the stage's ``inputs`` that stalled with records left.
@@ -146,9 +157,9 @@ async def _commit_every(app: faust.App, ledger: OffsetLedger, inputs: set[str]) 
     while True:
         await asyncio.sleep(COMMIT_EVERY_S)
         try:
-            for tp in app.consumer.assignment():
-                if tp.topic in inputs:
-                    ledger.watch(tp, app.consumer._committed_offset.get(tp))
+            assigned = [tp for tp in app.consumer.assignment() if tp.topic in inputs]
+            for tp, start in (await _starts(app, ledger, assigned)).items():
+                ledger.watch(tp, start)
             offsets = ledger.committable()
             if offsets:
                 await app.producer.flush()
@@ -210,33 +221,41 @@ class KeyPartitionedTable(faust.Table):  # type: ignore[misc]
 
 # A stage's step: given a check-in and its key's state, it adds its outputs to the outbox
 # (once nothing can fail any more) and returns the new state.
-Step = Callable[[dict[str, Any], Any, Outbox], Awaitable[Any]]
+Step = Callable[[dict[str, Any], Any, Outbox], Any]
+# Run once per batch before its steps, with every check-in of the batch.
+Prepare = Callable[[list[dict[str, Any]]], Awaitable[None]]
 
 
 async def keyed_batches(app: faust.App, stream: Any, table: KeyPartitionedTable,
-                        codec: AvroCodec, dlq: DeadLetters, key_field: str, step: Step) -> None:
-    """The loop of a stateful stage: for each batch, decode each record's check-ins, drop event
-    ids the key's state has seen, run ``step`` (outputs, new state), wait until Kafka has every
-    output, then write the states and wait for their changelog; only then is the batch
-    finished. A state changed earlier in the batch is seen by later events of the same key."""
+                        codec: AvroCodec, dlq: DeadLetters, key_field: str, step: Step,
+                        prepare: Prepare | None = None) -> None:
+    """The loop of a stateful stage: for each batch, decode each record's check-ins, let
+    ``prepare`` see them all, drop event ids the key's state has seen, run ``step`` (outputs,
+    new state), wait until Kafka has every output, then write the states and wait for their
+    changelog; only then is the batch finished. A state changed earlier in the batch is seen
+    by later events of the same key."""
     outbox = new_outbox(app)
     async for events in input_batches(app, stream):
-        overlay: dict[bytes, Any] = {}
+        decoded = []
         for event in events:
             try:
-                checkins = codec.decode(event.value)["checkins"]
+                decoded.append((event, codec.decode(event.value)["checkins"]))
             except (SerdeError, KeyError) as exc:
                 dlq.add(outbox, event, f"{type(exc).__name__}: {exc}")
-                continue
+        if prepare is not None:
+            await prepare([record for _, checkins in decoded for record in checkins])
+        overlay: dict[bytes, Any] = {}
+        for event, checkins in decoded:
             for n, record in enumerate(checkins, 1):
                 try:
                     key = record[key_field].encode()
                     state = overlay[key] if key in overlay else table.get(key)
                     if seen(state, record["event_id"]):
                         continue
-                    overlay[key] = await step(record, state, outbox)
+                    overlay[key] = step(record, state, outbox)
                 except (SerdeError, InvalidCheckin, KeyError, ValueError) as exc:
-                    which = f"check-in {n} of {len(checkins)} ({record.get('event_id')})"
+                    which = (f"check-in {n} of {len(checkins)} ({record.get('event_id')}, "
+                             f"from {record.get('source_offset') or 'an unknown offset'})")
                     dlq.add(outbox, event, f"{which}: {type(exc).__name__}: {exc}")
         await outbox.send()
         for key, state in overlay.items():
@@ -281,16 +300,20 @@ def build_core_app(settings: Settings) -> faust.App:
         employee = ref.employees.get(record["nip"])
         return employee is None or employee["office_id"] not in ref.geofences
 
-    async def person_outputs(record: dict[str, Any], state: Any, outbox: Outbox) -> Any:
-        if needs_catch_up(record):
+    async def catch_up_once(records: list[dict[str, Any]]) -> None:
+        """One catch-up covers the batch: its check-ins were all published before it was
+        fetched. (One per check-in let a burst of unknown NIPs stall everyone's.)"""
+        if any(needs_catch_up(r) for r in records):
             await follower.catch_up()
+
+    def person_outputs(record: dict[str, Any], state: Any, outbox: Outbox) -> Any:
         record, new_state = person_step(record, state, ref, settings.geo, settings.fraud, tz)
         item = forward.encode_item(record)
         outbox.add_item(topics.BY_DEVICE.name, record["device_id"].encode(), device_partitions,
                         item, forward.join)
         return new_state
 
-    async def device_outputs(record: dict[str, Any], state: Any, outbox: Outbox) -> Any:
+    def device_outputs(record: dict[str, Any], state: Any, outbox: Outbox) -> Any:
         decision, revised, new_state = device_step(record, state, settings.fraud,
                                                    datetime.now(UTC))
         outputs = []
@@ -306,7 +329,7 @@ def build_core_app(settings: Settings) -> faust.App:
     async def person(stream: Any) -> None:
         await follower.ready.wait()
         await crash_only(keyed_batches(app, stream, person_state, faced_codec, dlq, "nip",
-                                       person_outputs), "person stage")
+                                       person_outputs, catch_up_once), "person stage")
 
     @app.agent(by_device)
     async def device(stream: Any) -> None:

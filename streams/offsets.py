@@ -47,10 +47,15 @@ class OffsetLedger:
         self._advanced.clear()
         self._changed.clear()
 
-    def admit(self, tp: Hashable, offset: int, committed: int | None) -> Admit:
-        """Decide one record. ``committed`` is the partition's committed offset (None when the
-        group never committed it); it is used only the first time a partition is seen."""
-        expected = self._next.get(tp, committed)
+    def knows(self, tp: Hashable) -> bool:
+        """Whether the partition's position is known (seen or watched since the last forget)."""
+        return tp in self._next
+
+    def admit(self, tp: Hashable, offset: int, start: int | None) -> Admit:
+        """Decide one record. ``start`` is where reading the partition starts: its committed
+        offset or, for a partition the group never committed, its first offset (None: not
+        known, the first record sets it); it is used only the first time a partition is seen."""
+        expected = self._next.get(tp, start)
         if expected is None or offset == expected:
             self._next[tp] = offset + 1
             self._advanced[tp] = self._clock()
@@ -65,14 +70,15 @@ class OffsetLedger:
         self._advanced.setdefault(tp, self._clock())
         return Admit.HOLD
 
-    def watch(self, tp: Hashable, committed: int | None) -> None:
+    def watch(self, tp: Hashable, start: int | None) -> None:
         """A partition assigned to the stage, watched by :meth:`stalled` from now on even if
         none of its records ever arrives: faust can drop every record it fetched around a
         rebalance, and when nothing comes after them no hole reveals the loss (seen in the
-        fault tests once the stages passed few, batched records). Until it has a committed
-        offset the partition is left to :meth:`admit`."""
-        if tp not in self._next and committed is not None:
-            self._next[tp] = committed
+        fault tests once the stages passed few, batched records; and for a partition never
+        committed, whose first record was dropped while a restarted worker joined). ``start``
+        as for :meth:`admit`; while it is None the partition is left to :meth:`admit`."""
+        if tp not in self._next and start is not None:
+            self._next[tp] = start
             self._advanced[tp] = self._clock()
 
     def rewinds(self) -> dict[Hashable, int]:

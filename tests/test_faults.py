@@ -65,9 +65,10 @@ def _exactly_once(pipe: Pipeline, ids: list[str]) -> None:
     assert rows == [(len(ids), len(ids))]
 
 
-def _travel_state_survives(pipe: Pipeline, restart: Callable[[], None]) -> None:
-    """The person table (previous fix) comes back after the restart."""
-    nip = pipe.employee()
+def _state_survives(pipe: Pipeline, restart: Callable[[], None]) -> None:
+    """The person table (previous fix) and the device table (who used a phone) come back
+    after the restart."""
+    nip, mate = pipe.employee(), pipe.employee(photo=None)
     t0 = datetime.now(UTC).replace(microsecond=0)
     here = pipe.checkin(nip, selfie=selfie(FACES_DIR / "img2.jpg"), at=t0)
     pipe.submit(here)
@@ -75,9 +76,12 @@ def _travel_state_survives(pipe: Pipeline, restart: Callable[[], None]) -> None:
     restart()
     there = pipe.checkin(nip, selfie=selfie(FACES_DIR / "img4.jpg"), kind="OUT",
                          at=t0 + timedelta(minutes=10), lat=-2.1291, lon=106.1094)
-    pipe.submit(there)
-    v = pipe.verdicts([str(there["event_id"])], timeout=180)[str(there["event_id"])]
-    assert "IMPOSSIBLE_TRAVEL" in v["reasons"]
+    borrowed = pipe.checkin(mate, device=str(here["device_id"]), at=t0 + timedelta(minutes=5))
+    pipe.submit(there, borrowed)
+    ids = [str(there["event_id"]), str(borrowed["event_id"])]
+    v = pipe.verdicts(ids, timeout=180)
+    assert "IMPOSSIBLE_TRAVEL" in v[ids[0]]["reasons"]
+    assert "SHARED_DEVICE" in v[ids[1]]["reasons"]
 
 
 @pytest.mark.parametrize(("name", "hard"), [
@@ -93,12 +97,14 @@ def test_worker_killed_mid_load(pipe: Pipeline, stack, name: str, hard: bool) ->
     _exactly_once(pipe, ids)
 
 
-def test_core_state_survives_sigkill(pipe: Pipeline, stack) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("hard", [True, False])
+def test_core_state_survives_a_restart(pipe: Pipeline, stack, hard: bool) -> None:  # type: ignore[no-untyped-def]
     def restart() -> None:
-        _worker(stack, "core-0").kill()
+        core = _worker(stack, "core-0")
+        core.kill() if hard else core.stop()
         workers.start(stack, intake=1)
 
-    _travel_state_survives(pipe, restart)
+    _state_survives(pipe, restart)
 
 
 def test_broker_restart_mid_load(pipe: Pipeline, stack) -> None:  # type: ignore[no-untyped-def]

@@ -19,7 +19,7 @@ class Clock:
 
 def test_in_order_records_are_processed_and_committed_once_finished() -> None:
     ledger = OffsetLedger(Clock())
-    assert [ledger.admit(TP, o, committed=10) for o in (10, 11, 12)] == [Admit.PROCESS] * 3
+    assert [ledger.admit(TP, o, start=10) for o in (10, 11, 12)] == [Admit.PROCESS] * 3
     assert ledger.committable() == {}  # read, not finished
     for o in (10, 11):
         ledger.finished(TP, o)
@@ -32,24 +32,24 @@ def test_in_order_records_are_processed_and_committed_once_finished() -> None:
 def test_a_redelivered_record_is_done_already() -> None:
     ledger = OffsetLedger(Clock())
     for o in (5, 6, 7):
-        assert ledger.admit(TP, o, committed=5) is Admit.PROCESS
-    assert ledger.admit(TP, 6, committed=5) is Admit.DONE
+        assert ledger.admit(TP, o, start=5) is Admit.PROCESS
+    assert ledger.admit(TP, 6, start=5) is Admit.DONE
 
 
 def test_a_hole_holds_later_records_and_asks_to_seek_back() -> None:
     clock = Clock()
     ledger = OffsetLedger(clock)
     for o in (10, 11):
-        assert ledger.admit(TP, o, committed=10) is Admit.PROCESS
+        assert ledger.admit(TP, o, start=10) is Admit.PROCESS
         ledger.finished(TP, o)
-    assert ledger.admit(TP, 15, committed=10) is Admit.HOLD  # 12-14 were dropped
-    assert ledger.admit(TP, 16, committed=10) is Admit.HOLD
+    assert ledger.admit(TP, 15, start=10) is Admit.HOLD  # 12-14 were dropped
+    assert ledger.admit(TP, 16, start=10) is Admit.HOLD
     assert ledger.rewinds() == {TP: 12}
     assert ledger.rewinds() == {}  # not again at once
     clock.now += REWIND_EVERY_S
     assert ledger.rewinds() == {TP: 12}  # still open: again
     assert ledger.committable() == {TP: 12}  # never past the hole
-    assert [ledger.admit(TP, o, committed=10) for o in (12, 13, 14, 15, 16)] == \
+    assert [ledger.admit(TP, o, start=10) for o in (12, 13, 14, 15, 16)] == \
         [Admit.PROCESS] * 5
     clock.now += REWIND_EVERY_S
     assert ledger.rewinds() == {}  # the hole is closed
@@ -57,36 +57,36 @@ def test_a_hole_holds_later_records_and_asks_to_seek_back() -> None:
 
 def test_partitions_are_independent() -> None:
     ledger = OffsetLedger(Clock())
-    assert ledger.admit(TP, 0, committed=None) is Admit.PROCESS
-    assert ledger.admit(OTHER, 40, committed=40) is Admit.PROCESS
-    assert ledger.admit(OTHER, 42, committed=40) is Admit.HOLD
-    assert ledger.admit(TP, 1, committed=None) is Admit.PROCESS
+    assert ledger.admit(TP, 0, start=None) is Admit.PROCESS
+    assert ledger.admit(OTHER, 40, start=40) is Admit.PROCESS
+    assert ledger.admit(OTHER, 42, start=40) is Admit.HOLD
+    assert ledger.admit(TP, 1, start=None) is Admit.PROCESS
     assert ledger.rewinds() == {OTHER: 41}
 
 
 def test_first_record_below_the_committed_offset_is_done() -> None:
     ledger = OffsetLedger(Clock())
-    assert ledger.admit(TP, 7, committed=9) is Admit.DONE
-    assert ledger.admit(TP, 10, committed=9) is Admit.HOLD  # 9 is missing
+    assert ledger.admit(TP, 7, start=9) is Admit.DONE
+    assert ledger.admit(TP, 10, start=9) is Admit.HOLD  # 9 is missing
     assert ledger.rewinds() == {TP: 9}
 
 
 def test_forget_relearns_from_the_committed_offset() -> None:
     ledger = OffsetLedger(Clock())
     for o in (0, 1, 2):
-        ledger.admit(TP, o, committed=0)
+        ledger.admit(TP, o, start=0)
         ledger.finished(TP, o)
     ledger.forget()  # a rebalance; another worker had the partition and committed 50
     assert ledger.committable() == {}
-    assert ledger.admit(TP, 3, committed=50) is Admit.DONE
-    assert ledger.admit(TP, 50, committed=50) is Admit.PROCESS
+    assert ledger.admit(TP, 3, start=50) is Admit.DONE
+    assert ledger.admit(TP, 50, start=50) is Admit.PROCESS
 
 
 def test_a_partition_that_stops_advancing_with_records_left_is_sought_back() -> None:
     clock = Clock()
     ledger = OffsetLedger(clock)
-    ledger.admit(TP, 0, committed=0)
-    ledger.admit(TP, 1, committed=0)
+    ledger.admit(TP, 0, start=0)
+    ledger.admit(TP, 1, start=0)
     ends = {TP: 2}
     clock.now += STALL_S
     assert ledger.stalled(ends.get) == {}  # read up to the end: idle, not stalled
@@ -100,7 +100,7 @@ def test_a_hole_whose_seek_back_is_lost_is_sought_back_again_by_the_stall_check(
     clock = Clock()
     ledger = OffsetLedger(clock)
     # A worker's first record comes after a hole (seen in a fault test after a restart).
-    assert ledger.admit(TP, 5, committed=1) is Admit.HOLD
+    assert ledger.admit(TP, 5, start=1) is Admit.HOLD
     assert ledger.rewinds() == {TP: 1}
     # The seek was lost: nothing arrives any more, so no batch asks for rewinds() again.
     clock.now += STALL_S
@@ -110,12 +110,28 @@ def test_a_hole_whose_seek_back_is_lost_is_sought_back_again_by_the_stall_check(
 def test_an_assigned_partition_whose_records_never_come_is_sought_back() -> None:
     clock = Clock()
     ledger = OffsetLedger(clock)
-    ledger.watch(TP, committed=4)  # assigned; every record fetched was dropped
-    ledger.watch(OTHER, committed=None)  # never committed: left to admit()
+    ledger.watch(TP, start=4)  # assigned; every record fetched was dropped
+    ledger.watch(OTHER, start=None)  # not known yet: left to admit()
     assert ledger.stalled({TP: 4}.get) == {}
     clock.now += STALL_S
     assert ledger.stalled({TP: 4, OTHER: 3}.get) == {}  # nothing past the committed offset
     assert ledger.stalled({TP: 9, OTHER: 3}.get) == {TP: 4}
-    ledger.watch(TP, committed=4)  # watching again changes nothing
-    assert ledger.admit(TP, 4, committed=4) is Admit.PROCESS
-    assert ledger.admit(OTHER, 0, committed=None) is Admit.PROCESS
+    ledger.watch(TP, start=4)  # watching again changes nothing
+    assert ledger.admit(TP, 4, start=4) is Admit.PROCESS
+    assert ledger.admit(OTHER, 0, start=None) is Admit.PROCESS
+
+
+def test_a_never_committed_partition_starts_at_its_first_offset() -> None:
+    """Its start is the log's first offset (the stages read it from the beginning): a first
+    record dropped around a rebalance is a hole, or a stall when nothing follows it."""
+    clock = Clock()
+    ledger = OffsetLedger(clock)
+    assert not ledger.knows(TP)
+    ledger.watch(TP, start=0)
+    assert ledger.knows(TP)
+    clock.now += STALL_S
+    assert ledger.stalled({TP: 1}.get) == {TP: 0}  # offset 0 never came
+    other = OffsetLedger(clock)
+    assert other.admit(TP, 1, start=0) is Admit.HOLD
+    assert other.rewinds() == {TP: 0}
+    assert other.admit(TP, 0, start=0) is Admit.PROCESS
