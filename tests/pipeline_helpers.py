@@ -71,6 +71,11 @@ class Pipeline:
             "office_id": self.office_id, "name": "Kantor uji Koba",
             "geometry": json.dumps(OFFICE)})
 
+    def close(self) -> None:
+        """Stop the producer's threads now: left to the garbage collector, they outlived the
+        test stack and logged refused connections at the end of the run."""
+        self.producer.close()
+
     def publish(self, topic: topics.Topic, key: str | None, value: dict[str, Any] | None,
                 raw: bytes | None = None) -> tuple[int, int]:
         out: list[Any] = []

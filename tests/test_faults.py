@@ -26,6 +26,7 @@ def pipe(stack) -> Iterator[Pipeline]:  # type: ignore[no-untyped-def]
     p = Pipeline(stack)
     workers.start(stack, intake=1)
     yield p
+    p.close()
 
 
 def _worker(stack: object, name: str) -> workers.ManagedProcess:
