@@ -74,9 +74,22 @@ def test_outside_geofence_evidence_has_the_distance(pipe: Pipeline) -> None:
 
 
 def test_unknown_employee(pipe: Pipeline) -> None:
-    v = _one(pipe, pipe.checkin("199901012020011999", selfie=selfie(ME_AGAIN)))
+    record = pipe.checkin("199901012020011999", selfie=selfie(ME_AGAIN))
+    v = _one(pipe, record)
     assert v["verdict"] == "REJECTED"
     assert "UNKNOWN_EMPLOYEE" in v["reasons"]
+    alert = pipe.alerts(str(record["event_id"]), "UNKNOWN_EMPLOYEE")["UNKNOWN_EMPLOYEE"]
+    assert alert == {"severity": "REJECTED", "evidence": {"nip": "199901012020011999"}}
+
+
+def test_no_template_goes_to_review(pipe: Pipeline) -> None:
+    """An ASN not enrolled yet: the selfie cannot be matched, so a person looks at it."""
+    nip = pipe.employee(photo=None)
+    record = pipe.checkin(nip, selfie=selfie(ME_AGAIN))
+    v = _one(pipe, record)
+    assert v["verdict"] == "REVIEW" and v["reasons"] == ["NO_TEMPLATE"]
+    alert = pipe.alerts(str(record["event_id"]), "NO_TEMPLATE")["NO_TEMPLATE"]
+    assert alert == {"severity": "REVIEW", "evidence": {"nip": nip}}
 
 
 def test_face_rules(pipe: Pipeline) -> None:
@@ -95,6 +108,9 @@ def test_face_rules(pipe: Pipeline) -> None:
     evidence = pipe.alerts(str(mismatch["event_id"]), "FACE_MISMATCH")["FACE_MISMATCH"][
         "evidence"]
     assert evidence["similarity"] < evidence["threshold"]
+    assert pipe.alerts(str(no_face["event_id"]), "NO_FACE")["NO_FACE"]["severity"] == "REJECTED"
+    multiple = pipe.alerts(str(many["event_id"]), "MULTIPLE_FACES")["MULTIPLE_FACES"]
+    assert multiple["severity"] == "REVIEW" and multiple["evidence"]
 
 
 def test_selfie_replay_across_employees(pipe: Pipeline) -> None:
