@@ -328,6 +328,15 @@ class ClickHouseSink:
         for name, batch in events.items():
             self._add_events(self.mappings[name], batch)  # type: ignore[arg-type]
 
+    def _close_producer(self) -> None:
+        """Its threads end now rather than whenever the sink is collected (the consumer's
+        revoke callback keeps the sink in a reference cycle, and a live producer logged
+        refused connections once Kafka was gone). A dead letter still queued after 10 s
+        (Kafka unreachable) is dropped, as it would be at the process's exit."""
+        self.producer.flush(10)
+        self.producer.purge()
+        self.producer.close()
+
     def _on_revoke(self, _consumer: Any, _partitions: Any) -> None:
         # Uncommitted rows of revoked partitions are re-read by their new owner; the tables are
         # idempotent, so flushing here is only an optimisation we skip for simplicity.
@@ -362,3 +371,4 @@ class ClickHouseSink:
             finally:
                 self.flush()
                 self.consumer.close()
+                self._close_producer()
