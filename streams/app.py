@@ -31,6 +31,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import faust
+from aiokafka.errors import IllegalStateError
 from faust.serializers.codecs import dumps
 
 from hadir import topics
@@ -139,13 +140,21 @@ async def input_batches(app: faust.App, stream: Any,
 
 
 async def _starts(app: faust.App, ledger: OffsetLedger, tps: Iterable[Any]) -> dict[Any, int]:
-    """Where reading each partition starts: its committed offset or, for a partition the group
-    never committed, its first offset (the stages read such a partition from the beginning),
-    asked of the broker only for partitions whose position the ledger does not know yet."""
+    """Where reading each partition starts, where it is known: its committed offset, or for a
+    partition the group never committed its first offset (the stages read such a partition
+    from the beginning). faust's cache of committed offsets can be empty for a while around a
+    rebalance, so a partition missing from it, and not known to the ledger yet, is looked up
+    on the broker (once: the ledger knows it from then on)."""
     starts = {tp: app.consumer._committed_offset.get(tp) for tp in tps}
     fresh = [tp for tp, start in starts.items() if start is None and not ledger.knows(tp)]
     if fresh:
-        starts.update(await app.consumer.earliest_offsets(*fresh))
+        thread = app.consumer._thread
+        consumer = thread._ensure_consumer()
+        committed = {tp: await thread.call_thread(consumer.committed, tp) for tp in fresh}
+        starts.update({tp: c for tp, c in committed.items() if c is not None})
+        never = [tp for tp, c in committed.items() if c is None]
+        if never:
+            starts.update(await app.consumer.earliest_offsets(*never))
     return starts
 
 
@@ -186,7 +195,10 @@ async def _seek_back(consumer: Any, positions: dict[Any, int], why: str) -> None
     for tp, offset in positions.items():
         log.warning("%s[%d]: %s; reading again from offset %d", tp.topic, tp.partition, why,
                     offset)
-        await consumer._thread.call_thread(consumer._thread.seek, tp, offset)
+        try:
+            await consumer._thread.call_thread(consumer._thread.seek, tp, offset)
+        except IllegalStateError:  # revoked meanwhile: its new owner reads from the commit
+            continue
         consumer._read_offset[tp] = offset if offset else None
 
 
