@@ -102,11 +102,11 @@ def person_step(record: dict[str, Any], state: dict[str, Any] | None, ref: Refer
     add_findings(record, found)
     reasons = {f["reason"] for f in record["findings"]}
     keep_fix = state.get("fix") if state else None
+    at = epoch_ms(current.at)
     # A check-in that arrives after a later one (by server time) does not replace its fix.
-    if not reasons & _UNTRUSTED_FIX and (keep_fix is None
-                                         or epoch_ms(current.at) >= keep_fix["at"]):
+    if not reasons & _UNTRUSTED_FIX and (keep_fix is None or at >= keep_fix["at"]):
         keep_fix = {"lat": current.lat, "lon": current.lon, "accuracy_m": current.accuracy_m,
-                    "at": epoch_ms(current.at), "event_id": current.event_id}
+                    "at": at, "event_id": current.event_id}
     return record, {"fix": keep_fix, "recent": _remember(state, checkin.event_id)}
 
 
