@@ -89,15 +89,20 @@ class Pipeline:
         return msg.partition(), msg.offset()
 
     def employee(self, photo: Path | None = FACES_DIR / "img1.jpg",
-                 office_id: str | None = None) -> str:
-        nip = new_nip()
+                 office_id: str | None = None, nip: str | None = None) -> str:
+        """A new ASN (``nip``, else a fresh one), enrolled with ``photo`` unless it is None."""
+        nip = nip or new_nip()
         self.publish(topics.EMPLOYEES, nip, {"nip": nip, "name": f"ASN {nip[-3:]}",
                                              "office_id": office_id or self.office_id,
                                              "tpp_base_idr": 4_000_000})
         if photo is not None:
-            template = self.verifier.enroll([jpeg(photo)])
-            self.publish(topics.FACES, nip, faces.template_record(nip, template, self.cipher))
+            self.enroll(nip, photo)
         return nip
+
+    def enroll(self, nip: str, photo: Path) -> None:
+        """Enroll (or re-enroll) the ASN's face from this photo."""
+        template = self.verifier.enroll([jpeg(photo)])
+        self.publish(topics.FACES, nip, faces.template_record(nip, template, self.cipher))
 
     def checkin(self, nip: str, *, at: datetime | None = None, lat: float = KOBA[0],
                 lon: float = KOBA[1], selfie: bytes | None = None, device: str | None = None,

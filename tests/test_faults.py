@@ -165,11 +165,7 @@ def _one_per_partition(pipe: Pipeline, stack) -> list[str]:  # type: ignore[no-u
     while len(by_partition) < partitions:
         nip = new_nip()
         by_partition.setdefault(partition_for(nip.encode(), partitions), nip)
-    for nip in by_partition.values():
-        pipe.publish(topics.EMPLOYEES, nip, {"nip": nip, "name": f"ASN {nip[-3:]}",
-                                             "office_id": pipe.office_id,
-                                             "tpp_base_idr": 4_000_000})
-    return list(by_partition.values())
+    return [pipe.employee(photo=None, nip=nip) for nip in by_partition.values()]
 
 
 def test_scaling_out_and_in_mid_load(pipe: Pipeline, stack) -> None:  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from hadir import faces, topics, workers
+from hadir import topics, workers
 from tests.pipeline_helpers import FACES_DIR, KOBA, Pipeline, jpeg, no_face_jpeg, selfie
 
 pytestmark = pytest.mark.infra
@@ -187,8 +187,7 @@ def test_reference_updates_take_effect_without_a_restart(pipe: Pipeline) -> None
 
     pipe.publish(topics.OFFICES, office, {"office_id": office, "name": "Kantor baru",
                                           "geometry": _square(*new_site)})
-    pipe.publish(topics.FACES, nip, faces.template_record(
-        nip, pipe.verifier.enroll([jpeg(STRANGER)]), pipe.cipher))
+    pipe.enroll(nip, STRANGER)
     time.sleep(1)
     after = _one(pipe, pipe.checkin(nip, selfie=selfie(STRANGER), lat=new_site[0],
                                     at=t0 + timedelta(minutes=2)))
