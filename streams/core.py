@@ -86,8 +86,9 @@ def person_step(record: dict[str, Any], state: dict[str, Any] | None, ref: Refer
                     "tolerance_m": geo_policy.geofence_tolerance_m}))
         else:
             record["h3_cell"] = geo.h3_cell(checkin.lat, checkin.lon, geo_policy.h3_resolution)
-            found.append(Finding(Reason.OUTSIDE_GEOFENCE, {
-                "office_id": employee["office_id"], "error": "office has no geofence"}))
+            if excuse is not ExcuseKind.DINAS_LUAR:
+                found.append(Finding(Reason.OUTSIDE_GEOFENCE, {
+                    "office_id": employee["office_id"], "error": "office has no geofence"}))
     prev = None
     if state and state.get("fix"):
         f = state["fix"]

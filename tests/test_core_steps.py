@@ -83,7 +83,18 @@ def test_unknown_employee_and_official_duty_elsewhere() -> None:
     assert _person(dict(away), None, ref)[0] == {"OUTSIDE_GEOFENCE"}
     ref.excuses[NIP] = [Excuse(NIP, date(2026, 11, 30), date(2026, 11, 30),
                                ExcuseKind.DINAS_LUAR)]
-    assert _person(away, None, ref)[0] == set()
+    assert _person(dict(away), None, ref)[0] == set()
+
+
+def test_an_office_without_a_geofence_rejects_except_on_official_duty() -> None:
+    ref = _reference()
+    ref.employees[NIP] = {"nip": NIP, "office_id": "NOT-MAPPED"}
+    record = _record([])
+    assert _person(dict(record), None, ref)[0] == {"OUTSIDE_GEOFENCE"}
+    ref.excuses[NIP] = [Excuse(NIP, date(2026, 11, 30), date(2026, 11, 30),
+                               ExcuseKind.DINAS_LUAR)]
+    reasons, _ = _person(record, None, ref)
+    assert reasons == set() and record["h3_cell"]
 
 
 def test_one_alert_per_reason_with_the_findings_own_evidence() -> None:
