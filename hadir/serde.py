@@ -119,8 +119,14 @@ class Registry:
     def subjects(self) -> list[str]:
         return list(self._call("GET", "/subjects"))
 
+    def compatibility(self) -> str:
+        return str(self._call("GET", "/config")["compatibilityLevel"])
+
     def register_all(self) -> dict[str, int]:
-        """Register every topic's value schema (idempotent: the same schema keeps its id)."""
+        """Require BACKWARD compatibility (Confluent's default: a new schema must read what the
+        old one wrote, so old records stay readable), then register every topic's value
+        schema (idempotent: the same schema keeps its id)."""
+        self._call("PUT", "/config", json={"compatibility": "BACKWARD"})
         return {t.name: self.register(subject(t), value_schema(t)) for t in ALL}
 
 

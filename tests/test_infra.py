@@ -40,6 +40,21 @@ def test_up_twice_is_harmless(stack) -> None:  # type: ignore[no-untyped-def]
     assert before == after
 
 
+def test_up_provisions_services_run_elsewhere(stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """HADIR_INFRA_MANAGED=false, as in docker/compose.yaml: nothing is started and no pid is
+    known, yet the services count as healthy and the registry is made to require BACKWARD."""
+    import requests
+
+    elsewhere = dataclasses.replace(stack, infra=dataclasses.replace(
+        stack.infra, managed=False, home=str(tmp_path)))
+    requests.put(f"{stack.infra.registry}/config", json={"compatibility": "NONE"},
+                 timeout=10).raise_for_status()
+    statuses = infra_stack.up(elsewhere, progress=False)
+    assert all(s.healthy and s.pid is None for s in statuses), statuses
+    assert Registry(stack.infra.registry).compatibility() == "BACKWARD"
+    assert not list(tmp_path.iterdir())  # nothing was built or started here
+
+
 def test_confluent_publish_read_back_with_kafka_python_and_registry(stack) -> None:  # type: ignore[no-untyped-def]
     from confluent_kafka import Producer
     from confluent_kafka.schema_registry import SchemaRegistryClient

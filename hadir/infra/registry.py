@@ -79,8 +79,3 @@ class SchemaRegistryServer(LocalService):
             "-Dapicurio.datasource.jdbc.max-size=20",
             "-jar", str(RUNNER),
         ], None
-
-    def after_start(self) -> None:
-        # Schema evolution must stay readable by old consumers, as with Confluent's default.
-        requests.put(f"{self.infra.registry}/config",
-                     json={"compatibility": "BACKWARD"}, timeout=10).raise_for_status()

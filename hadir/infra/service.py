@@ -31,9 +31,6 @@ class LocalService(ABC):
         """Install, build and configure what is missing; returns the command line and its
         working folder."""
 
-    def after_start(self) -> None:  # noqa: B027 (a hook: most services need nothing here)
-        """Runs once the service answers for the first time."""
-
     @property
     def log_file(self) -> Path:
         return self.process.log_file
@@ -56,7 +53,6 @@ class LocalService(ABC):
             raise self._fail(f"not healthy after {self.start_timeout:.0f}s")
         if self.process.exited():
             raise self._fail("exited at start")
-        self.after_start()
 
     def down(self) -> bool:
         return self.process.stop(timeout=self.stop_timeout)

@@ -83,9 +83,12 @@ def wipe(settings: Settings) -> None:
 
 
 def status(settings: Settings) -> list[ServiceStatus]:
+    """Each service's health; a service Hadir starts must also be the one it started (no pid:
+    not healthy, whoever answers on its port). Services run elsewhere have no pid here."""
     out = []
     for s in services(settings):
         pid = s.process.pid()
-        out.append(ServiceStatus(s.name, s.address, pid, pid is not None and s.healthy(),
+        ours = pid is not None or not settings.infra.managed
+        out.append(ServiceStatus(s.name, s.address, pid, ours and s.healthy(),
                                  str(s.process.log_file)))
     return out
