@@ -20,7 +20,10 @@ the processors (geo, face, fraud, attendance), each documented where its rule li
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import os
+import re
 import tomllib
 import types
 import typing
@@ -67,6 +70,17 @@ class InfraSettings:
     registry_url: str = ""
     models_dir: str = ""  # converted face models; empty: <home>/models
 
+    def __post_init__(self) -> None:
+        for name in ("kafka_port", "kafka_controller_port", "registry_port", "clickhouse_port",
+                     "clickhouse_http_port"):
+            _require(1 <= getattr(self, name) <= 65535, name, "a port in 1..65535",
+                     getattr(self, name))
+        for name in ("raw_partitions", "partitions"):
+            _require(getattr(self, name) >= 1, name, "at least 1", getattr(self, name))
+        for name in ("kafka_heap", "registry_heap"):
+            _require(re.fullmatch(r"\d+[kmgKMG]?", getattr(self, name)) is not None, name,
+                     "a Java heap size like 768m", getattr(self, name))
+
     @property
     def bootstrap(self) -> str:
         return self.kafka_bootstrap or f"{self.kafka_host}:{self.kafka_port}"
@@ -92,6 +106,11 @@ class SinkSettings:
     batch_seconds: float = 0.5
     retry_max_seconds: float = 30.0
 
+    def __post_init__(self) -> None:
+        _require(self.batch_rows >= 1, "batch_rows", "at least 1", self.batch_rows)
+        for name in ("batch_seconds", "retry_max_seconds"):
+            _require(getattr(self, name) > 0, name, "more than 0", getattr(self, name))
+
 
 @dataclass(frozen=True)
 class SecuritySettings:
@@ -99,6 +118,16 @@ class SecuritySettings:
     Empty: a key is generated once and kept in the state folder (mode 0600)."""
 
     template_key_hex: str = ""
+
+    def __post_init__(self) -> None:
+        if self.template_key_hex:  # the value itself is never shown: it is a secret
+            _require(re.fullmatch(r"[0-9a-fA-F]{64}", self.template_key_hex) is not None,
+                     "template_key_hex", "64 hexadecimal characters (a 256-bit key)", "***")
+
+
+def _require(ok: bool, name: str, what: str, value: Any) -> None:
+    if not ok:
+        raise ValueError(f"{name} must be {what}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -132,20 +161,34 @@ def _convert(name: str, raw: Any, hint: Any) -> Any:
             if text not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
                 raise ValueError(raw)
             return text in ("1", "true", "yes", "on")
-        if hint in (int, float, str):
+        if hint is float:
+            number = float(raw)
+            if not math.isfinite(number):
+                raise ValueError(raw)
+            return number
+        if hint in (int, str):
             return hint(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name}: {raw!r} is not a valid {hint.__name__}") from None
+        what = "finite number" if hint is float else hint.__name__
+        raise ConfigError(f"{name}: {raw!r} is not a valid {what}") from None
     raise ConfigError(f"{name}: unsupported setting type {hint!r}")
 
 
 def _section(cls: type, name: str, table: dict[str, Any], env: dict[str, str]) -> Any:
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{name}] must be a table of settings, got {table!r}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(table) - known
     if unknown:
         raise ConfigError(f"[{name}] has unknown settings: {', '.join(sorted(unknown))}")
+    prefix = f"HADIR_{name}_".upper()
+    for env_name in sorted(k for k in env if k.startswith(prefix)):
+        if env_name[len(prefix):].lower() not in known:
+            close = difflib.get_close_matches(env_name[len(prefix):].lower(), known, 1)
+            hint = f" (did you mean {prefix}{close[0].upper()}?)" if close else ""
+            raise ConfigError(f"{env_name} is not a setting{hint}; `hadir config` lists them")
     for f in dataclasses.fields(cls):
         env_name = f"HADIR_{name}_{f.name}".upper()
         if env_name in env:
@@ -165,10 +208,10 @@ def load(path: str | Path | None = None, env: dict[str, str] | None = None) -> S
     data: dict[str, Any] = {}
     if file.exists():
         try:
-            data = tomllib.loads(file.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{file}: {exc}") from None
-    elif path is not None or "HADIR_CONFIG" in env:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+            raise ConfigError(f"config file {file}: {exc}") from None
+    elif path is not None or env.get("HADIR_CONFIG"):
         raise ConfigError(f"config file {file} does not exist")
     sections = {f.name: f.type for f in dataclasses.fields(Settings)}
     unknown = set(data) - set(sections)

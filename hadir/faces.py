@@ -24,14 +24,8 @@ def verifier(settings: Settings, threads: int | None = None) -> FaceVerifier:
 def template_key(settings: Settings) -> bytes:
     """The AES key that seals face templates: HADIR_SECURITY_TEMPLATE_KEY_HEX, or one generated
     once into the state folder (mode 0600). Never logged."""
-    if settings.security.template_key_hex:
-        try:
-            key = bytes.fromhex(settings.security.template_key_hex)
-        except ValueError:
-            raise ValueError("HADIR_SECURITY_TEMPLATE_KEY_HEX is not hexadecimal") from None
-        if len(key) != 32:
-            raise ValueError("HADIR_SECURITY_TEMPLATE_KEY_HEX must be 64 hex characters")
-        return key
+    if settings.security.template_key_hex:  # checked when the settings were read
+        return bytes.fromhex(settings.security.template_key_hex)
     path = settings.infra.home_path / "secrets" / "template.key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -33,6 +34,12 @@ class FraudPolicy:
     )
 
     def __post_init__(self) -> None:
+        if not 0 < self.shared_device_window_h < math.inf:
+            raise ValueError(f"shared_device_window_h must be more than 0 hours, "
+                             f"got {self.shared_device_window_h!r}")
+        if not 0 <= self.clock_skew_max_s < math.inf:
+            raise ValueError(f"clock_skew_max_s must be 0 seconds or more, "
+                             f"got {self.clock_skew_max_s!r}")
         known = {r.value for r in Reason}
         for name in (*self.rejected_reasons, *self.review_reasons):
             if name not in known:

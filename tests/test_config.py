@@ -38,6 +38,17 @@ def test_file_then_environment(tmp_path: Path) -> None:
     ({"HADIR_FRAUD_REVIEW_REASONS": "NOPE"}, "unknown reason 'NOPE'"),
     ({"HADIR_FACE_DEVICE": "gpu"}, "face.device is 'cpu', 'cuda' or 'cuda:N'"),
     ({"HADIR_FACE_THREADS": "-2"}, "face.threads"),
+    ({"HADIR_SINK_BATCH_SECONDS": "nan"}, "'nan' is not a valid finite number"),
+    ({"HADIR_FRAUD_CLOCK_SKEW_MAX_S": "inf"}, "'inf' is not a valid finite number"),
+    ({"HADIR_INFRA_KAFKA_PORT": "99999"}, "kafka_port must be a port in 1..65535"),
+    ({"HADIR_INFRA_RAW_PARTITIONS": "0"}, "raw_partitions must be at least 1"),
+    ({"HADIR_INFRA_KAFKA_HEAP": "lots"}, "kafka_heap must be a Java heap size"),
+    ({"HADIR_SINK_BATCH_ROWS": "0"}, "batch_rows must be at least 1"),
+    ({"HADIR_SINK_BATCH_SECONDS": "-1"}, "batch_seconds must be more than 0"),
+    ({"HADIR_FRAUD_CLOCK_SKEW_MAX_S": "-1"}, "clock_skew_max_s must be 0 seconds or more"),
+    ({"HADIR_FRAUD_SHARED_DEVICE_WINDOW_H": "0"}, "shared_device_window_h must be more than 0"),
+    ({"HADIR_GEO_TOLERANCE_M": "5"},
+     "HADIR_GEO_TOLERANCE_M is not a setting \\(did you mean HADIR_GEO_GEOFENCE_TOLERANCE_M"),
 ])
 def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -53,9 +64,25 @@ def test_unknown_keys_and_missing_file(tmp_path: Path) -> None:
         load(tmp_path / "nope.toml", env={})
 
 
+def test_config_files_that_cannot_be_used(tmp_path: Path) -> None:
+    f = tmp_path / "hadir.toml"
+    f.write_text("geo = 5\n")
+    with pytest.raises(ConfigError, match=r"\[geo\] must be a table of settings"):
+        load(f, env={})
+    f.write_bytes(b"\xff\xfe[geo]")
+    with pytest.raises(ConfigError, match="codec can't decode"):
+        load(f, env={})
+    with pytest.raises(ConfigError, match="Is a directory"):
+        load(env={"HADIR_CONFIG": str(tmp_path)})
+    assert load(env={"HADIR_CONFIG": ""}) == load(env={})  # empty: as if unset
+
+
 def test_secrets_are_masked() -> None:
     s = load(env={"HADIR_SECURITY_TEMPLATE_KEY_HEX": "ab" * 32})
     assert as_dict(s)["security"]["template_key_hex"] == "***"
+    with pytest.raises(ConfigError, match="64 hexadecimal characters") as bad:
+        load(env={"HADIR_SECURITY_TEMPLATE_KEY_HEX": "secret" * 8})
+    assert "secret" not in str(bad.value)
 
 
 def test_intake_workers_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
