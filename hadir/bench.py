@@ -482,10 +482,10 @@ def bench_report(settings: Settings, progress: bool, asn: int = 5000) -> dict[st
 
 def choose(only: str | None) -> list[str]:
     """The benchmarks named in ``only`` (comma-separated); every one when it is None."""
-    chosen = [s.strip() for s in only.split(",")] if only else list(ALL)
+    chosen = [s.strip() for s in only.split(",")] if only is not None else list(ALL)
     unknown = set(chosen) - set(ALL)
     if unknown:
-        raise ValueError(f"unknown benchmark {', '.join(sorted(unknown))}; choose from "
+        raise ValueError(f"unknown benchmark {', '.join(map(repr, sorted(unknown)))}; choose from "
                          f"{', '.join(ALL)}")
     return chosen
 

@@ -4,6 +4,7 @@ arguments, calls it, prints the result and turns known failures into one clear m
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
 from collections.abc import Callable
@@ -17,16 +18,16 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def _month(text: str) -> date:
-    if not re.fullmatch(r"\d{4}-\d{2}", text):
+    if not re.fullmatch(r"\d{4}-\d{2}", text) or text.startswith("0000"):
         raise argparse.ArgumentTypeError(f"{text!r} is not a month like 2026-03")
-    year, month = map(int, text.split("-"))
+    month = int(text[5:])
     if not 1 <= month <= 12:
         raise argparse.ArgumentTypeError(f"{text!r}: month must be 01..12")
-    return date(year, month, 1)
+    return date(int(text[:4]), month, 1)
 
 
 def _year(text: str) -> int:
-    if not re.fullmatch(r"\d{4}", text):
+    if not re.fullmatch(r"\d{4}", text) or text == "0000":
         raise argparse.ArgumentTypeError(f"{text!r} is not a year like 2026")
     return int(text)
 
@@ -161,7 +162,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
     settings = _settings()
     if args.follow:
-        return queries.follow_alerts(settings, args.format)
+        return queries.follow_alerts(settings, args.format, rule=args.rule, nip=args.nip)
     emit(queries.alerts(settings, rule=args.rule, nip=args.nip, limit=args.limit),
          args.format, title="Fraud alerts", columns=queries.ALERT_COLUMNS)
     return 0
@@ -270,14 +271,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--follow", action="store_true", help="show alerts as they happen")
     s.add_argument("--rule", help="only this rule, e.g. SHARED_DEVICE")
     s.add_argument("--nip", help="only this NIP")
-    s.add_argument("--limit", type=_positive, default=50)
+    s.add_argument("--limit", type=_positive, default=50,
+                   help="the newest this many (default 50; not with --follow)")
     _fmt(s, csv=True)
     s.set_defaults(func=cmd_alerts)
 
     s = sub.add_parser("checkins", help="check-in verdicts")
     s.add_argument("--nip", help="only this NIP")
     s.add_argument("--verdict", choices=("ACCEPTED", "REVIEW", "REJECTED"))
-    s.add_argument("--limit", type=_positive, default=50)
+    s.add_argument("--limit", type=_positive, default=50, help="the newest this many (default 50)")
     _fmt(s, csv=True)
     s.set_defaults(func=cmd_checkins)
 
@@ -308,6 +310,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
+    from clickhouse_driver.errors import Error as ClickHouseError
+    from confluent_kafka import KafkaException
+
     from hadir.config import ConfigError
     from hadir.infra.process import InfraError
     from hadir.scenario import ScenarioError
@@ -316,18 +321,26 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from processors.face import FaceModelError
 
     return (ConfigError, InfraError, ScenarioError, RegistryError, SerdeError, InvalidCheckin,
-            FaceModelError, FileNotFoundError, PermissionError, TimeoutError)
+            FaceModelError, FileNotFoundError, PermissionError, TimeoutError, ClickHouseError,
+            KafkaException)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # clickhouse-driver logs each failed connection with its traceback; the error that
+    # follows says the same in one line.
+    logging.getLogger("clickhouse_driver").setLevel(logging.CRITICAL)
     try:
         return args.func(args)
     except KeyboardInterrupt:
         print("hadir: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if isinstance(exc, _known_errors()) or type(exc).__name__ == "NetworkError":
-            print(f"hadir: error: {exc}", file=sys.stderr)
-            return 1
-        raise
+        if not isinstance(exc, _known_errors()):
+            raise
+        print(f"hadir: error: {exc}", file=sys.stderr)
+        if type(exc).__name__ in ("NetworkError", "SocketTimeoutError", "KafkaException",
+                                  "RegistryUnreachable"):
+            print("hadir: is the stack running? `hadir infra status` says; "
+                  "`hadir infra up` starts it", file=sys.stderr)
+        return 1

@@ -8,7 +8,7 @@ import re
 import shutil
 import sys
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, TextIO
@@ -61,6 +61,28 @@ def emit(rows: Sequence[dict[str, Any]], fmt: str = "table", title: str | None =
         cells = [[_cell(r.get(c)) for c in cols] for r in rows]
         width = max(100, shutil.get_terminal_size((100, 24)).columns)
         out.write(render_table(cols, cells, title, width))
+
+
+def row_writer(fmt: str, columns: Sequence[str],
+               out: TextIO | None = None) -> Callable[[dict[str, Any]], None]:
+    """Rows written one at a time as they arrive (``hadir alerts --follow``), for programs:
+    JSON lines (each as an element of ``emit``'s JSON) or CSV under one header line."""
+    stream = out or sys.stdout
+    if fmt == "json":
+        def write(row: dict[str, Any]) -> None:
+            stream.write(json.dumps({c: row.get(c) for c in columns}, default=_json_default,
+                                    ensure_ascii=False) + "\n")
+            stream.flush()
+        return write
+    if fmt != "csv":
+        raise ValueError(f"rows are written one at a time as json or csv, not {fmt!r}")
+    writer = csv.writer(stream)
+    writer.writerow(columns)
+
+    def write_csv(row: dict[str, Any]) -> None:
+        writer.writerow([_cell(row.get(c)) for c in columns])
+        stream.flush()
+    return write_csv
 
 
 _NUMBER = re.compile(r"-?[0-9][0-9,.]*")

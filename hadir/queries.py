@@ -9,7 +9,7 @@ from typing import Any
 
 from hadir import topics
 from hadir.config import Settings
-from hadir.output import to_json
+from hadir.output import row_writer
 from sinks.connection import connect
 
 ALERT_COLUMNS = ["alert_id", "event_id", "nip", "device_id", "rule", "severity", "detected_at",
@@ -59,14 +59,17 @@ def checkins(settings: Settings, nip: str | None = None, verdict: str | None = N
                         "server_time_ms DESC, event_id", limit), "server_time")
 
 
-def follow_alerts(settings: Settings, fmt: str = "table") -> int:
-    """Tail hadir.fraud.alerts from now on, one line per alert (JSON lines with --format json),
-    as a compliance officer would watch them. Ctrl-C stops."""
+def follow_alerts(settings: Settings, fmt: str = "table", rule: str | None = None,
+                  nip: str | None = None) -> int:
+    """Tail hadir.fraud.alerts from now on, one line per alert, as a compliance officer would
+    watch them; with ``--format json`` or ``csv`` the rows :func:`alerts` gives, one at a time
+    (JSON lines, or CSV under one header). Ctrl-C stops."""
     from hadir.serde import AvroCodec, Registry
 
     codec = AvroCodec(topics.ALERTS, Registry(settings.infra.registry))
     consumer = topics.consumer_from_now(settings.infra, topics.ALERTS, "hadir-alerts-follow")
-    if fmt == "table":
+    write = None if fmt == "table" else row_writer(fmt, ALERT_COLUMNS)
+    if write is None:
         print("following fraud alerts (Ctrl-C to stop) ...", flush=True)
     try:
         while True:
@@ -74,12 +77,14 @@ def follow_alerts(settings: Settings, fmt: str = "table") -> int:
             if msg is None or msg.error():
                 continue
             a = codec.decode(msg.value())
-            if fmt == "json":
-                sys.stdout.write(json.dumps(json.loads(to_json(a))) + "\n")
-            else:
-                sys.stdout.write(f"{a['detected_at']:%Y-%m-%d %H:%M:%S} {a['severity']:<8} "
-                                 f"{a['rule']:<17} nip {a['nip']} device {a['device_id']} "
-                                 f"{a['evidence']}\n")
+            if (rule and a["rule"] != rule) or (nip and a["nip"] != nip):
+                continue
+            if write is not None:
+                write({**a, "evidence": json.loads(a["evidence"])})
+                continue
+            sys.stdout.write(f"{a['detected_at']:%Y-%m-%d %H:%M:%S} {a['severity']:<8} "
+                             f"{a['rule']:<17} nip {a['nip']} device {a['device_id']} "
+                             f"{a['evidence']}\n")
             sys.stdout.flush()
     except KeyboardInterrupt:
         return 0

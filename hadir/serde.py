@@ -30,6 +30,10 @@ class RegistryError(RuntimeError):
     pass
 
 
+class RegistryUnreachable(RegistryError):
+    """Nothing answers at the registry's address."""
+
+
 @cache
 def schema_text(name: str) -> str:
     return (SCHEMA_DIR / f"{name}.avsc").read_text()
@@ -99,7 +103,8 @@ class Registry:
         try:
             r = self.session.request(method, self.url + path, timeout=self.timeout, **kw)
         except requests.RequestException as exc:
-            raise RegistryError(f"schema registry at {self.url} does not answer: {exc}") from None
+            raise RegistryUnreachable(f"schema registry at {self.url} does not answer: {exc}"
+                                      ) from None
         if r.status_code >= 300:
             raise RegistryError(f"schema registry {method} {path}: HTTP {r.status_code} {r.text}")
         return r.json()

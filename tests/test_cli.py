@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,12 +24,15 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     (["report", "tpp", "--month", "2026-13"], "month must be 01..12"),
     (["report", "tpp", "--month", "March"], "is not a month like 2026-03"),
     (["report", "discipline", "--year", "26"], "is not a year like 2026"),
+    (["report", "discipline", "--year", "0000"], "is not a year like 2026"),
+    (["report", "tpp", "--month", "0000-01"], "is not a month like 2026-03"),
     (["run", "--intake", "0"], "must be at least 1"),
     (["face", "compare", "nope.jpg", "also-nope.jpg"], "nope.jpg: no such file"),
     (["demo", "--asn", "many"], "is not a whole number"),
     (["infra", "sideways"], "invalid choice"),
-    (["bench", "--only", "pipeline,speed"], "unknown benchmark speed; choose from geo, face"),
+    (["bench", "--only", "pipeline,speed"], "unknown benchmark 'speed'; choose from geo, face"),
     (["bench", "--core", "0"], "must be at least 1"),
+    (["bench", "--only", ""], "unknown benchmark ''"),
 ])
 def test_bad_arguments(args: list[str], message: str) -> None:
     result = run(*args)
@@ -42,7 +46,23 @@ def test_bad_config_is_a_message() -> None:
                             text=True, timeout=60,
                             env={"HADIR_GEO_LOW_ACCURACY_M": "lots", "PATH": "/usr/bin"})
     assert result.returncode == 1
-    assert "hadir: error: HADIR_GEO_LOW_ACCURACY_M: 'lots' is not a valid float" in result.stderr
+    assert ("hadir: error: HADIR_GEO_LOW_ACCURACY_M: 'lots' is not a valid finite number"
+            in result.stderr)
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [["checkins"], ["report", "discipline", "--year", "2026"],
+                                  ["alerts", "--follow", "--format", "json"]])
+def test_a_stack_that_is_not_running_is_a_message(args: list[str], tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = str(s.getsockname()[1])
+    env = {"PATH": "/usr/bin", "HADIR_INFRA_HOME": str(tmp_path),
+           "HADIR_INFRA_CLICKHOUSE_PORT": closed, "HADIR_INFRA_REGISTRY_PORT": closed}
+    result = subprocess.run([sys.executable, "-m", "hadir", *args], capture_output=True,
+                            text=True, timeout=60, env=env)
+    assert result.returncode == 1
+    assert "hadir: error:" in result.stderr and "is the stack running?" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -211,3 +211,71 @@ def test_cli_infra_status_json(stack, capsys) -> None:  # type: ignore[no-untype
     rows = json.loads(capsys.readouterr().out)
     assert {r["name"]: r["healthy"] for r in rows} == {
         "clickhouse": True, "kafka": True, "registry": True}
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_alerts_follow_shows_alerts_as_they_are_published(stack, fmt: str) -> None:  # type: ignore[no-untyped-def]
+    """`hadir alerts --follow` on the real alert topic: each new alert of the chosen rule, as
+    the rows `hadir alerts` gives (evidence as an object), one at a time; other rules are
+    left out."""
+    import csv
+    import json
+    import queue
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from confluent_kafka import Producer
+
+    from hadir.queries import ALERT_COLUMNS
+
+    codec = AvroCodec(topics.ALERTS, Registry(stack.infra.registry))
+    producer = Producer({"bootstrap.servers": stack.infra.bootstrap})
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "hadir", "alerts", "--follow", "--rule", "SHARED_DEVICE",
+         "--format", fmt], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout or []],
+                     daemon=True).start()
+
+    def alert(rule: str) -> dict[str, object]:
+        at = datetime.now(UTC).replace(microsecond=0)
+        return {"alert_id": f"{uuid.uuid4()}:{rule}", "event_id": str(uuid.uuid4()),
+                "nip": "198503142010011002", "device_id": "android-0a1b2c", "office_id": "KOBA",
+                "rule": rule, "severity": "REVIEW", "server_time": at, "detected_at": at,
+                "evidence": json.dumps({"other_nips": ["199001012015011002"]})}
+
+    try:
+        sent: dict[str, dict[str, object]] = {}
+        got: list[str] = []
+        deadline = time.monotonic() + 60
+        # The follower reads from when it is assigned: publish until its first line shows.
+        while len(got) < (2 if fmt == "csv" else 1) and time.monotonic() < deadline:
+            for a in (alert("CLOCK_SKEW"), alert("SHARED_DEVICE")):
+                sent[str(a["alert_id"])] = a
+                producer.produce(topics.ALERTS.name, key=b"198503142010011002",
+                                 value=codec.encode(a))
+            producer.flush(10)
+            try:
+                got.append(lines.get(timeout=2))
+            except queue.Empty:
+                continue
+    finally:
+        follower.send_signal(signal.SIGINT)
+        follower.wait(30)
+    assert follower.returncode == 0, follower.stderr.read() if follower.stderr else ""
+    if fmt == "json":
+        row = json.loads(got[0])
+    else:
+        header, values = csv.reader(got[:2])
+        assert header == ALERT_COLUMNS
+        row = dict(zip(header, values, strict=True))
+        row["evidence"] = json.loads(row["evidence"])
+    assert list(row) == ALERT_COLUMNS
+    expected = sent[row["alert_id"]]
+    assert row["rule"] == "SHARED_DEVICE"
+    assert row["evidence"] == {"other_nips": ["199001012015011002"]}
+    assert row["event_id"] == expected["event_id"] and row["nip"] == expected["nip"]
+    assert datetime.fromisoformat(row["detected_at"]) == expected["detected_at"]
