@@ -39,15 +39,28 @@ def _local_date(column: str, tz: str) -> pl.Expr:
         .dt.convert_time_zone(tz).dt.date()
 
 
+DATETIME_MAX_S = 2**32 - 1  # ClickHouse DateTime: seconds from 1970 to 2106
+
+
+def _seconds(column: str) -> pl.Expr:
+    """Epoch milliseconds -> DateTime's epoch seconds; null where DateTime cannot hold it (a
+    phone's clock set to 1969 is a CLOCK_SKEW to store, not a batch that can never insert)."""
+    seconds = pl.col(column) // 1000
+    return pl.when(seconds.is_between(0, DATETIME_MAX_S)).then(seconds).otherwise(None)
+
+
 @dataclass(frozen=True)
 class EventMapping:
     """An event topic (append-only, high volume) into a table: records are decoded a batch at a
     time into a polars frame (``sinks/frames.py``), and ``columns`` computes the table's
-    columns from the frame, whose timestamps are epoch milliseconds (no Avro logical types)."""
+    columns from the frame, whose timestamps are epoch milliseconds (no Avro logical types).
+    ``required`` columns cannot be null in the table: a record that leaves one null (a time
+    outside DateTime's range) is a dead letter."""
 
     topic: topics.Topic
     table: str
     columns: dict[str, pl.Expr]
+    required: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -71,21 +84,21 @@ def _event_mappings(tz: str) -> list[EventMapping]:
     return [
         EventMapping(topics.VERDICTS, "checkins", {
             **same("event_id", "nip", "device_id", "office_id", "type"),
-            "server_time": pl.col("server_time") // 1000,  # DateTime: epoch seconds
+            "server_time": _seconds("server_time"),
             "server_time_ms": pl.col("server_time"),
             "local_date": _local_date("server_time", tz),
-            "client_time": pl.col("client_time") // 1000,
+            "client_time": _seconds("client_time"),
             **same("verdict", "reasons", "face_similarity", "spoof_score", "h3_cell",
                    "distance_m", "lat", "lon", "accuracy_m"),
-            "decided_at": pl.col("decided_at") // 1000,
-            "version": pl.col("decided_at")}),
+            "decided_at": _seconds("decided_at"),
+            "version": pl.col("decided_at")}, required=("server_time", "decided_at")),
         EventMapping(topics.ALERTS, "alerts", {
             **same("alert_id", "event_id", "nip", "device_id", "office_id", "rule", "severity"),
-            "server_time": pl.col("server_time") // 1000,
+            "server_time": _seconds("server_time"),
             "local_date": _local_date("server_time", tz),
-            "detected_at": pl.col("detected_at") // 1000,
+            "detected_at": _seconds("detected_at"),
             "evidence": pl.col("evidence"),
-            "version": pl.col("detected_at")}),
+            "version": pl.col("detected_at")}, required=("server_time", "detected_at")),
     ]
 
 
@@ -105,8 +118,10 @@ def _record_mappings() -> list[RecordMapping]:
             nip, date_from, kind = (key or b"||").decode().split("|")
             day = date.fromisoformat(date_from)
             return (nip, day, day, kind, 1, off)
-        return (v["nip"], date.fromisoformat(v["date_from"]), date.fromisoformat(v["date_to"]),
-                v["kind"], 0, off)
+        date_from, date_to = date.fromisoformat(v["date_from"]), date.fromisoformat(v["date_to"])
+        if date_to < date_from:  # the reports could not use it, nor any other excuse
+            raise ValueError(f"excuse ends ({date_to}) before it starts ({date_from})")
+        return (v["nip"], date_from, date_to, v["kind"], 0, off)
 
     return [
         RecordMapping(topics.EMPLOYEES, "employees", (
@@ -204,6 +219,8 @@ class ClickHouseSink:
         self.producer = Producer({"bootstrap.servers": infra.bootstrap, "linger.ms": 5})
         self.client = connect(infra)
         self.batch = _Batch()
+        self.undelivered: list[bytes] = []  # dead letters Kafka refused; sent again
+        self.held: list[Any] = []  # fetched while a flush waited; they start the next batch
         self.stopping = False
         self.rows_written = 0
         self.first_message_at: float | None = None  # monotonic; for rates
@@ -214,7 +231,22 @@ class ClickHouseSink:
         record = {"source_topic": msg.topic(), "source_partition": msg.partition(),
                   "source_offset": msg.offset(), "key": msg.key(), "value": msg.value(),
                   "error": error, "stage": "clickhouse-sink", "failed_at": datetime.now(UTC)}
-        self.producer.produce(topics.DLQ.name, self.dlq.encode(record))
+        self._send_dead_letter(self.dlq.encode(record))
+
+    def _send_dead_letter(self, value: bytes) -> None:
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                self.undelivered.append(value)
+        self.producer.produce(topics.DLQ.name, value, on_delivery=delivered)
+
+    def _deliver_dead_letters(self) -> None:
+        """Every dead letter of the batch is on Kafka (its source offset may be committed)."""
+        again, self.undelivered = self.undelivered, []
+        for value in again:
+            self._send_dead_letter(value)
+        left = self.producer.flush(5)
+        if left or self.undelivered:
+            raise RuntimeError(f"{left + len(self.undelivered)} dead letters not delivered")
 
     def _add_record(self, mapping: RecordMapping, msg: Any) -> None:
         try:
@@ -253,6 +285,10 @@ class ClickHouseSink:
     def _add_frame(self, mapping: EventMapping, frame: pl.DataFrame, messages: list[Any]) -> None:
         try:
             selected = frame.select([e.alias(c) for c, e in mapping.columns.items()])
+            empty = [c for c in mapping.required if selected[c].null_count()]
+            if empty:
+                raise ValueError(f"{', '.join(empty)}: outside ClickHouse DateTime's range "
+                                 "(1970 to 2106)")
             columns = [_values(selected[c]) for c in mapping.columns]
         except (pl.exceptions.PolarsError, ValueError, OverflowError) as exc:
             if frame.height == 1:
@@ -275,39 +311,63 @@ class ClickHouseSink:
                                 columnar=True)
 
     def flush(self) -> None:
-        """Insert the batch, retrying with backoff until ClickHouse takes it, then commit."""
-        from confluent_kafka import TopicPartition
+        """Insert the batch and deliver its dead letters, each retried with backoff until it
+        succeeds, then commit. Records fetched meanwhile start the next batch."""
+        from confluent_kafka import KafkaException, TopicPartition
 
         if not self.batch.offsets:
             return
-        delay = 0.2
-        paused: list[Any] = []
-        while True:
+        batch = self.batch
+        done = self._until_done(self._insert, "ClickHouse insert", batch) and \
+            self._until_done(self._deliver_dead_letters, "dead-letter delivery", batch)
+        if done:
             try:
-                self._insert()
-                break
-            except Exception as exc:  # network or server error: keep the batch, retry
-                log.warning("ClickHouse insert failed (%s); retrying in %.1fs", exc, delay)
-                self.client.disconnect()
-                if self.stopping:
-                    return  # not committed: the next run re-reads and re-inserts
+                self.consumer.commit(offsets=[TopicPartition(t, p, o)
+                                              for (t, p), o in batch.offsets.items()],
+                                     asynchronous=False)
+            except KafkaException as exc:  # a rebalance in between: the rows are stored, and
+                # whoever owns the partitions now re-reads them (the tables are idempotent)
+                log.warning("offset commit failed after the insert (%s)", exc)
+            self.rows_written += batch.count
+            self.last_commit_at = time.monotonic()
+            self.batch = _Batch()
+        held, self.held = self.held, []
+        if held:  # of partitions taken away since, the new owner reads them from the commit
+            owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+            self._add([m for m in held if (m.topic(), m.partition()) in owned])
+
+    def _until_done(self, step: Callable[[], None], what: str, batch: _Batch) -> bool:
+        """Run ``step`` until it succeeds (True). Meanwhile fetching is paused and the consumer
+        polled, so the group keeps this member. False when the sink stops, or when a rebalance
+        took the batch's partitions (their new owner re-reads them from the last commit)."""
+        from confluent_kafka import KafkaException
+
+        delay, paused = 0.2, False
+        try:
+            while True:
+                try:
+                    step()
+                    return True
+                except Exception as exc:  # network, server or broker error: keep the batch
+                    log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+                    self.client.disconnect()
                 if not paused:
-                    # Stop fetching but keep polling, so the group keeps this member.
-                    paused = self.consumer.assignment()
-                    self.consumer.pause(paused)
+                    self.consumer.pause(self.consumer.assignment())
+                    paused = True
                 deadline = time.monotonic() + delay
-                while time.monotonic() < deadline and not self.stopping:
-                    self.consumer.poll(0.1)
+                while time.monotonic() < deadline:
+                    if self.stopping or self.batch is not batch:
+                        return False
+                    msg = self.consumer.poll(0.1)  # from partitions assigned in a rebalance
+                    if msg is not None:
+                        self.held.append(msg)
                 delay = min(delay * 2, self.settings.sink.retry_max_seconds)
-        if paused:
-            self.consumer.resume(paused)
-        self.producer.flush(10)  # dead letters of this batch are on Kafka before we commit
-        self.consumer.commit(offsets=[TopicPartition(t, p, o)
-                                      for (t, p), o in self.batch.offsets.items()],
-                             asynchronous=False)
-        self.rows_written += self.batch.count
-        self.last_commit_at = time.monotonic()
-        self.batch = _Batch()
+        finally:
+            if paused:
+                try:
+                    self.consumer.resume(self.consumer.assignment())
+                except KafkaException as exc:
+                    log.warning("resuming the partitions failed (%s)", exc)
 
     def _add(self, messages: list[Any]) -> None:
         """One fetch into the batch. Every record is passed at the next commit, stored or
@@ -369,6 +429,8 @@ class ClickHouseSink:
                             and time.monotonic() - idle_since > max_idle_s):
                         break
             finally:
-                self.flush()
-                self.consumer.close()
-                self._close_producer()
+                try:
+                    self.flush()
+                finally:
+                    self.consumer.close()
+                    self._close_producer()

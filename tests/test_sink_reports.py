@@ -81,16 +81,30 @@ def test_sink_waits_for_clickhouse_loses_nothing_and_is_idempotent(stack) -> Non
     group = f"test-{topic.name}"
     sink = _sink(stack, topic, "sink_test", group)
     runner = threading.Thread(target=sink.run, daemon=True)
+    other = _sink(stack, topic, "sink_test", group)
     try:
         runner.start()
         time.sleep(4)  # the sink consumes, fails to insert, retries with backoff
         assert _committed(stack, group, topic.name) == 0  # nothing committed: lag grows
+        # A second sink joins while the first waits: the rebalance takes partitions (and the
+        # batch) from the waiting sink, which goes on with what it keeps.
+        joined = threading.Thread(target=other.run, daemon=True)
+        joined.start()
+        deadline = time.monotonic() + 30
+        while not other.consumer.assignment() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert other.consumer.assignment(), "the second sink got no partitions"
+        time.sleep(2)
+        assert _committed(stack, group, topic.name) == 0
     finally:
         clickhouse.up()
     deadline = time.monotonic() + 60
     while _committed(stack, group, topic.name) < 1000 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _committed(stack, group, topic.name) == 1000
+    assert runner.is_alive() and joined.is_alive()  # neither sink ended on the rebalance
+    other.stopping = True
+    joined.join(30)
     # Replayed records (a crash between insert and commit) still read as one row each.
     for k in range(500):
         producer.produce(topic.name, key=b"k", value=codec.encode(_verdict(k, now)))
@@ -136,7 +150,11 @@ def test_sink_dead_letters_bad_records_and_stores_the_rest(stack) -> None:  # ty
     topic, codec = _verdicts_into_test_table(stack, "sink_dlq_test", partitions=1)
     now = datetime.now(UTC)
     good = [codec.encode(_verdict(k, now)) for k in range(300)]
+    # A phone clock set to 1969 is stored (a CLOCK_SKEW) with no client time.
+    skewed = {**_verdict(300, now), "client_time": datetime(1969, 7, 20, tzinfo=UTC)}
+    good.append(codec.encode(skewed))
     bad = {
+        290: codec.encode({**_verdict(301, now), "server_time": datetime(1960, 1, 1, tzinfo=UTC)}),
         50: codec.header + b"\xff" * 30,  # our schema id, garbage payload
         120: b"\x00" + struct.pack(">I", 987654) + good[0][5:],  # unknown schema id
         200: good[1][:-4],  # cut short
@@ -156,7 +174,9 @@ def test_sink_dead_letters_bad_records_and_stores_the_rest(stack) -> None:  # ty
     _sink(stack, topic, "sink_dlq_test", group).run(max_idle_s=3.0)
 
     client = connect(stack.infra)
-    assert client.execute("SELECT uniqExact(event_id) FROM sink_dlq_test") == [(300,)]
+    assert client.execute("SELECT uniqExact(event_id) FROM sink_dlq_test") == [(301,)]
+    assert client.execute("SELECT client_time FROM sink_dlq_test WHERE event_id = %(e)s",
+                          {"e": skewed["event_id"]}) == [(None,)]
     assert _committed(stack, group, topic.name) == len(values)
     letters = _dead_letters(stack, topic.name, len(bad))
     assert set(letters) == set(bad)
@@ -164,6 +184,7 @@ def test_sink_dead_letters_bad_records_and_stores_the_rest(stack) -> None:  # ty
         assert letter["value"] == values[offset] and letter["stage"] == "clickhouse-sink"
         assert letter["error"]
     assert "unknown schema id 987654" in letters[120]["error"]
+    assert "server_time: outside ClickHouse DateTime's range" in letters[290]["error"]
     client.execute("DROP TABLE sink_dlq_test")
     client.disconnect()
 
@@ -288,3 +309,4 @@ def test_tpp_report_from_clickhouse(stack) -> None:  # type: ignore[no-untyped-d
     assert discipline[absent]["tk_days"] == len(days)
     assert discipline[absent]["code"] == "PEMBERHENTIAN"  # 10+ working days in a row
     assert discipline[perfect]["level"] == 0
+

@@ -9,9 +9,10 @@ from datetime import UTC, date, datetime
 
 import fastavro
 import polars as pl
+import pytest
 
 from hadir.serde import parsed_schema, schema_text
-from sinks.clickhouse import _event_mappings, _local_date, _values
+from sinks.clickhouse import _event_mappings, _local_date, _record_mappings, _seconds, _values
 from sinks.frames import FrameDecoder
 
 
@@ -73,3 +74,22 @@ def test_columns_become_the_python_values_clickhouse_driver_writes() -> None:
     assert _values(frame["gap"]) == [date(2026, 6, 2), None]
     assert _values(frame["reasons"]) == [["OUTSIDE_GEOFENCE"], []]
     assert _values(frame["n"]) == [1, None]
+
+
+def test_times_outside_datetimes_range_become_null() -> None:
+    """ClickHouse's DateTime holds 1970 to 2106; a value outside would fail every insert of
+    the batch, so it is null (a required column then makes the record a dead letter)."""
+    stamps = [_ms("1969-12-31T23:59:59+00:00"), 0, _ms("2106-02-07T06:28:15+00:00"),
+              _ms("2106-02-07T06:28:16+00:00"), None]
+    seconds = pl.DataFrame({"t": stamps}, schema={"t": pl.Int64}).select(_seconds("t"))
+    assert seconds.to_series().to_list() == [None, 0, 2**32 - 1, None, None]
+
+
+def test_an_excuse_that_ends_before_it_starts_is_refused() -> None:
+    excuses = next(m for m in _record_mappings() if m.table == "excuses")
+    value = {"nip": "198001012005011001", "date_from": "2026-06-03", "date_to": "2026-06-01",
+             "kind": "CUTI"}
+    with pytest.raises(ValueError, match=r"ends \(2026-06-01\) before it starts \(2026-06-03\)"):
+        excuses.to_row(b"k", value, 7)
+    assert excuses.to_row(b"k", {**value, "date_to": "2026-06-03"}, 7)[1:3] == (
+        date(2026, 6, 3), date(2026, 6, 3))
