@@ -315,6 +315,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
     from hadir.config import ConfigError
     from hadir.infra.process import InfraError
+    from hadir.reports import ReportError
     from hadir.scenario import ScenarioError
     from hadir.serde import RegistryError, SerdeError
     from processors.events import InvalidCheckin
@@ -322,7 +323,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
     return (ConfigError, InfraError, ScenarioError, RegistryError, SerdeError, InvalidCheckin,
             FaceModelError, FileNotFoundError, PermissionError, TimeoutError, ClickHouseError,
-            KafkaException)
+            KafkaException, ReportError)
 
 
 def main(argv: list[str] | None = None) -> int:

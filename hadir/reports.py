@@ -43,6 +43,10 @@ DISCIPLINE_COLUMNS = ["nip", "name", "office_id", "tk_days", "longest_tk_streak"
 COUNTED = ("ACCEPTED", "REVIEW")
 
 
+class ReportError(ValueError):
+    """A report that cannot be made as asked; the message says why."""
+
+
 @dataclass(frozen=True)
 class EmployeeRow:
     nip: str
@@ -199,10 +203,17 @@ def _store(settings: Settings, cal: WorkCalendar, month: date, attendance: Atten
 
 
 def tpp(settings: Settings, month: date, office: str | None = None,
-        store: bool = True) -> list[TppResult]:
-    """The month's TPP line per ASN (stored for dashboards unless ``store`` is False)."""
+        store: bool = True, today: date | None = None) -> list[TppResult]:
+    """The month's TPP line per ASN (stored for dashboards unless ``store`` is False). In the
+    month under way only the days that are over (before ``today``, in local time) are judged:
+    a day still to come is not an absence."""
     last = month.replace(day=calmod.monthrange(month.year, month.month)[1])
     cal = WorkCalendar(settings.attendance)
+    today = today or datetime.now(cal.tz).date()
+    if month <= today <= last:
+        if today == month:
+            raise ReportError(f"{month:%Y-%m} has no finished day yet (today is {today})")
+        last = today - timedelta(days=1)
     employees, attendance = _assess(settings, cal, month, last, office)
     columns = attendance.columns(month, last)
     lines = tpp_lines(attendance, employees, columns, settings.attendance)

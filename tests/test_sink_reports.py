@@ -310,3 +310,21 @@ def test_tpp_report_from_clickhouse(stack) -> None:  # type: ignore[no-untyped-d
     assert discipline[absent]["code"] == "PEMBERHENTIAN"  # 10+ working days in a row
     assert discipline[perfect]["level"] == 0
 
+
+def test_the_month_under_way_judges_only_the_days_that_are_over(stack) -> None:  # type: ignore[no-untyped-def]
+    month = date(2027, 8, 1)
+    office = f"NOW-{uuid.uuid4().hex[:4]}"
+    absent = "198501012010011009"
+    client = connect(stack.infra)
+    client.execute("INSERT INTO employees (nip, name, office_id, tpp_base_idr, deleted, "
+                   "version) VALUES", [(absent, "ASN 9", office, 3_000_000, 0, 1)])
+    client.disconnect()
+    today = date(2027, 8, 10)  # a Tuesday: 2-6 and 9 August are over (the 10th is not)
+    over = [d for d in WorkCalendar(stack.attendance).working_days(2027, 8) if d < today]
+    assert len(over) == 6
+    line = reports.tpp(stack, month, office=office, store=False, today=today)[0].line
+    assert (line.working_days, line.tk_days) == (len(over), len(over))
+    whole = reports.tpp(stack, month, office=office, store=False, today=date(2027, 9, 1))
+    assert whole[0].line.working_days > len(over)
+    with pytest.raises(reports.ReportError, match="2027-08 has no finished day yet"):
+        reports.tpp(stack, month, office=office, store=False, today=month)
