@@ -4,6 +4,7 @@ config written into the state folder, listening on 127.0.0.1 only."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -125,7 +126,9 @@ class ClickHouseServer(LocalService):
                 ("127.0.0.1", i.clickhouse_http_port, "HADIR_INFRA_CLICKHOUSE_HTTP_PORT")]
 
     def prepare(self) -> tuple[list[str], Path | None]:
-        binary = shutil.which("clickhouse-server") or shutil.which("clickhouse")
+        path = f"{os.environ.get('PATH', '')}:/usr/sbin"  # Debian's place, not on every PATH
+        binary = shutil.which("clickhouse-server", path=path) or shutil.which("clickhouse",
+                                                                              path=path)
         if binary is None:
             raise InfraError("clickhouse: clickhouse-server is not installed "
                              "(apt-get install clickhouse-server, or run ./hadirw)")

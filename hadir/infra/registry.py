@@ -38,9 +38,10 @@ class SchemaRegistryServer(LocalService):
 
     def ensure_built(self) -> None:
         """Build the runnable registry once (about 25 s with a warm Maven cache, 2-3 min cold)."""
-        if RUNNER.exists() and RUNNER.stat().st_mtime >= (HERE / "pom.xml").stat().st_mtime:
+        sources = [HERE / "pom.xml", *(p for p in (HERE / "src").rglob("*") if p.is_file())]
+        if RUNNER.exists() and RUNNER.stat().st_mtime >= max(p.stat().st_mtime for p in sources):
             return
-        for tool in ("java", "mvn"):
+        for tool in ("javac", "mvn"):  # a JDK, not only a JRE: the build compiles two classes
             if shutil.which(tool) is None:
                 raise InfraError(f"registry: {tool} is not installed (run ./hadirw, which "
                                  "installs it)")
