@@ -205,10 +205,15 @@ class AvroCodec:
         try:
             writer = self._reader if same else self.registry.schema_by_id(schema_id,
                                                                           self.logical_types)
+        except RegistryUnreachable:
+            raise  # not the record's fault: the stage stops and reads it again later
         except RegistryError as exc:
             if "HTTP 404" in str(exc):
                 raise SerdeError(f"unknown schema id {schema_id}") from None
             raise
+        except Exception as exc:  # a JSON-Schema or Protobuf id: not an Avro schema
+            raise SerdeError(f"schema id {schema_id} is not a usable Avro schema: "
+                             f"{type(exc).__name__}: {exc}") from None
         try:
             record = fastavro.schemaless_reader(io.BytesIO(data[_HEADER.size:]), writer,
                                                None if same else self._reader)

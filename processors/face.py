@@ -85,7 +85,8 @@ DETECT_SIZE = 640  # the detector sees the image scaled to this longest side (ne
 NMS_IOU = 0.3  # OpenCV's FaceDetectorYN default
 EMBED_BATCH = 32
 DETECT_BATCH = 32  # images per detector call where detection is batched (on a GPU)
-IMAGE_FORMATS = ("JPEG", "PNG", "WEBP")
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "MPO")  # MPO: a JPEG with more pictures after it
+# (phones' HDR and portrait shots); its first picture is the photo
 
 
 # --- decoding -------------------------------------------------------------------------------
@@ -165,7 +166,7 @@ def decode_image(data: bytes, *, max_pixels: int = FacePolicy.max_pixels) -> Dec
         if width * height > max_pixels:
             raise InvalidCheckin(f"image too large: {width}x{height} = {width * height:,} pixels, "
                                  f"the limit is {max_pixels:,}")
-        if image.format == "JPEG":
+        if image.format in ("JPEG", "MPO"):
             if not _jpeg_has_end(data):
                 raise InvalidCheckin(f"truncated JPEG: the data ({len(data):,} bytes) ends "
                                      "before the end-of-image marker")
@@ -534,13 +535,18 @@ class ReplayIndex:
             distance = (int(candidate, 16) ^ value).bit_count()
             if distance > self.max_hamming or (best is not None and distance >= best[0]):
                 continue
-            original_event, original_nip = self.store[f"h:{candidate}"].split(" ", 1)
+            first = self.store.get(f"h:{candidate}")
+            if first is None:  # its bands arrived before it (another worker, a cut-off send)
+                continue
+            original_event, original_nip = first.split(" ", 1)
             if original_event != event_id:
                 best = (distance, original_event, original_nip)
         if f"h:{key}" not in self.store:
             self.store[f"h:{key}"] = f"{event_id} {nip}"
-            for k in band_keys:
-                self.store[k] = f"{self.store.get(k, '')} {key}".strip()
+        for k in band_keys:  # each band, even where a cut-off send left the hash in some only
+            listed = self.store.get(k, "")
+            if key not in listed.split():
+                self.store[k] = f"{listed} {key}".strip()
         if best is None:
             return None
         return Finding(Reason.SELFIE_REPLAY, {"original_event_id": best[1],

@@ -265,7 +265,7 @@ async def keyed_batches(app: faust.App, stream: Any, table: KeyPartitionedTable,
                     if seen(state, record["event_id"]):
                         continue
                     overlay[key] = step(record, state, outbox)
-                except (SerdeError, InvalidCheckin, KeyError, ValueError) as exc:
+                except (SerdeError, InvalidCheckin, KeyError, ValueError, OverflowError) as exc:
                     which = (f"check-in {n} of {len(checkins)} ({record.get('event_id')}, "
                              f"from {record.get('source_offset') or 'an unknown offset'})")
                     dlq.add(outbox, event, f"{which}: {type(exc).__name__}: {exc}")

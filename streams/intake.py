@@ -21,7 +21,7 @@ from hadir.config import Settings
 from hadir.serde import AvroCodec, Registry, SerdeError
 from processors import geo
 from processors.events import Checkin, Finding, InvalidCheckin, Reason
-from processors.face import FaceResult, ReplayIndex, TemplateError, decode_image
+from processors.face import FaceResult, FaceVerifier, ReplayIndex, TemplateError, decode_image
 from streams.app import DeadLetters, crash_only, input_batches, new_app, new_outbox, raw_topic
 from streams.records import checkin_from_raw, in_progress
 from streams.reference import ReferenceFollower
@@ -48,6 +48,40 @@ def face_chunks(checked: Sequence[tuple[Any, Checkin, list[Finding]]],
         selfies += item[1].selfie is not None
     if chunk:
         yield chunk
+
+
+Judged = FaceResult | InvalidCheckin | str  # a face result, a bad selfie, or a phash alone
+
+
+def judge(verifier: FaceVerifier, items: Sequence[tuple[Checkin, np.ndarray | None]],
+          max_pixels: int) -> list[Judged]:
+    """Each selfie's face result against its template, or where there is no template its
+    perceptual hash alone (for replay detection); a bad image is its InvalidCheckin. A selfie
+    that breaks the models (not merely a bad image) is found by judging the batch one by one,
+    and becomes a dead letter instead of a worker that fails on it forever."""
+    try:
+        return _judge_together(verifier, items, max_pixels)
+    except Exception as exc:
+        if len(items) == 1:
+            log.exception("face verification failed on %s", items[0][0].event_id)
+            return [InvalidCheckin(f"face verification failed: {type(exc).__name__}: {exc}")]
+        return [result for item in items for result in judge(verifier, [item], max_pixels)]
+
+
+def _judge_together(verifier: FaceVerifier, items: Sequence[tuple[Checkin, np.ndarray | None]],
+                    max_pixels: int) -> list[Judged]:
+    with_template = [(c.selfie, t) for c, t in items if t is not None]
+    verified = iter(verifier.verify_many(with_template))  # type: ignore[arg-type]
+    out: list[Judged] = []
+    for c, t in items:
+        if t is not None:
+            out.append(next(verified))
+            continue
+        try:
+            out.append(decode_image(c.selfie or b"", max_pixels=max_pixels).phash)
+        except InvalidCheckin as exc:
+            out.append(exc)
+    return out
 
 
 class SharedStore(MutableMapping[str, str]):
@@ -130,23 +164,6 @@ def build_intake_app(settings: Settings) -> faust.App:
     async def follow_reference() -> None:
         await follower.run()
 
-    def judge(items: list[tuple[Checkin, np.ndarray | None]]
-              ) -> list[FaceResult | InvalidCheckin | str]:
-        """Face results (or a phash alone where there is no template), off the event loop."""
-        with_template = [(c.selfie, t) for c, t in items if t is not None]
-        verified = iter(verifier.verify_many(with_template))  # type: ignore[arg-type]
-        out: list[FaceResult | InvalidCheckin | str] = []
-        for c, t in items:
-            if t is not None:
-                out.append(next(verified))
-                continue
-            try:
-                out.append(decode_image(c.selfie or b"",
-                                        max_pixels=settings.face.max_pixels).phash)
-            except InvalidCheckin as exc:
-                out.append(exc)
-        return out
-
     @app.agent(raw)
     async def intake(stream: Any) -> None:
         await follower.ready.wait()
@@ -174,7 +191,8 @@ def build_intake_app(settings: Settings) -> faust.App:
         with_selfie = [(c, templates.get(c.nip)) for _, c, _ in chunk
                        if c.selfie is not None]
         loop = asyncio.get_running_loop()
-        results = iter(await loop.run_in_executor(None, judge, with_selfie)
+        results = iter(await loop.run_in_executor(None, judge, verifier, with_selfie,
+                                                  settings.face.max_pixels)
                        if with_selfie else ())
         for event, checkin, found in chunk:
             similarity = spoof = None

@@ -8,6 +8,7 @@ well as datetimes. The processors get datetimes (:func:`checkin_from_progress`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
@@ -29,10 +30,16 @@ def from_epoch_ms(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
+# What the receiving server can have stamped: a check-in outside is a broken record, not a
+# time to judge (a year-9999 time would overflow the local-date conversion downstream).
+SERVER_TIMES = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+
+
 def checkin_from_raw(r: dict[str, Any]) -> Checkin:
-    """A phone's check-in; its event_id must be a UUID (kept in canonical form)."""
+    """A phone's check-in; its event_id must be a UUID (kept in canonical form), its NIP not
+    empty, its server time plausible."""
     try:
-        return Checkin(
+        checkin = Checkin(
             event_id=str(uuid.UUID(r["event_id"])), nip=r["nip"].strip(), device_id=r["device_id"],
             type=CheckinType(r["type"]), server_time=r["server_time"],
             client_time=r.get("client_time"), lat=r["lat"], lon=r["lon"],
@@ -41,6 +48,12 @@ def checkin_from_raw(r: dict[str, Any]) -> Checkin:
         )
     except (KeyError, ValueError, AttributeError) as exc:
         raise InvalidCheckin(f"malformed check-in: {type(exc).__name__}: {exc}") from None
+    if not checkin.nip:
+        raise InvalidCheckin("malformed check-in: empty nip")
+    if not SERVER_TIMES[0] <= checkin.server_time < SERVER_TIMES[1]:
+        raise InvalidCheckin(f"malformed check-in: server_time {checkin.server_time:%Y-%m-%d} "
+                             f"is outside {SERVER_TIMES[0]:%Y}..{SERVER_TIMES[1]:%Y}")
+    return checkin
 
 
 def in_progress(c: Checkin, findings: list[Finding], *, similarity: float | None = None,
@@ -109,8 +122,21 @@ def alert_records(r: dict[str, Any], policy: FraudPolicy, now: datetime) -> list
     return out
 
 
+# The largest original value a dead letter keeps: under the brokers' message.max.bytes (4 MiB,
+# hadir/infra/kafka.py and docker/compose.yaml) with room for the rest of the dead letter. A
+# larger one would be refused by Kafka, and the stage would fail on that record again and again.
+DEAD_LETTER_VALUE_MAX = 4_000_000
+
+
 def dead_letter(topic: str, partition: int, offset: int, key: bytes | None,
                 value: bytes | None, error: str, stage: str) -> dict[str, Any]:
+    """The dead-letter record of a record a stage could not process: its bytes (or, when too
+    large to keep, their size and SHA-256, the record itself staying on its topic), the
+    reason and where it came from."""
+    if value is not None and len(value) > DEAD_LETTER_VALUE_MAX:
+        error = (f"{error} [value not kept: {len(value):,} bytes, sha256 "
+                 f"{hashlib.sha256(value).hexdigest()}]")
+        value = None
     return {"source_topic": topic, "source_partition": partition, "source_offset": offset,
             "key": key, "value": value, "error": error, "stage": stage,
             "failed_at": datetime.now(UTC)}

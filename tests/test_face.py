@@ -398,3 +398,54 @@ def test_bench_face_reports_every_stage(verifier: FaceVerifier) -> None:
 def test_policy_is_validated(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         FacePolicy(**bad)  # type: ignore[arg-type]
+
+
+def test_a_selfie_that_breaks_the_models_is_judged_alone(verifier: FaceVerifier,
+                                                         template: Template) -> None:
+    """The intake judges a face batch together; a selfie that makes the models raise (here a
+    template of the wrong size) must not fail the whole batch, and on every redelivery."""
+    from datetime import UTC, datetime
+
+    from processors.events import Checkin, CheckinType
+    from streams.intake import judge
+
+    at = datetime(2026, 11, 30, 0, 30, tzinfo=UTC)
+
+    def checkin(n: int, name: str) -> Checkin:
+        return Checkin(f"e{n}", "198001012005011001", "d", CheckinType.IN, at, at, -2.4, 106.4,
+                       10.0, False, selfie=photo(name))
+
+    items = [(checkin(0, "img1.jpg"), template.embedding),
+             (checkin(1, "img2.jpg"), np.zeros(7, np.float32)),
+             (checkin(2, "img3.jpg"), None)]
+    good, broken, hashed = judge(verifier, items, 25_000_000)
+    assert isinstance(good, FaceResult) and good.similarity >= verifier.threshold
+    assert isinstance(broken, InvalidCheckin)
+    assert str(broken).startswith("face verification failed: ValueError")
+    assert isinstance(hashed, str) and len(hashed) == 16
+
+
+def test_replay_index_survives_a_partly_written_entry() -> None:
+    """The index's entries reach other workers (and a restarted one) one Kafka record at a
+    time: bands may arrive without the hash's own entry, or the other way round."""
+    index = ReplayIndex({}, 8)
+    index.check_and_add("0123456789abcdef", "e1", "n1")
+    bands_only = {k: v for k, v in index.store.items() if not k.startswith("h:")}
+    # the bands arrived, the hash's entry not: no KeyError, and the event is judged again
+    assert ReplayIndex(dict(bands_only), 8).check_and_add("0123456789abcdef", "e1", "n1") is None
+    # the hash's entry arrived, the bands not: they are written now, so replays are found
+    partial = ReplayIndex({"h:0123456789abcdef": "e1 n1"}, 8)
+    assert partial.check_and_add("0123456789abcdef", "e1", "n1") is None
+    assert {k: v for k, v in partial.store.items() if not k.startswith("h:")} == bands_only
+    found = partial.check_and_add("0123456789abcdef", "e2", "n2")
+    assert found is not None and found.evidence["original_event_id"] == "e1"
+
+
+def test_a_multi_picture_jpeg_is_its_first_picture() -> None:
+    """Phones' HDR and portrait shots are JPEGs with more pictures after the first (MPO)."""
+    first = Image.open(FACES / "img1.jpg").convert("RGB")
+    mpo, jpeg = io.BytesIO(), io.BytesIO()
+    first.save(mpo, format="MPO", save_all=True, append_images=[first.resize((64, 64))])
+    first.save(jpeg, format="JPEG")
+    assert Image.open(io.BytesIO(mpo.getvalue())).format == "MPO"
+    assert decode_image(mpo.getvalue()).phash == decode_image(jpeg.getvalue()).phash

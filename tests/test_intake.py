@@ -1,11 +1,16 @@
-"""streams/intake.py's cutting of a batch into face batches (pure)."""
+"""The intake stage's pure parts: cutting a batch into face batches, reading a raw check-in,
+making a dead letter."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 
-from processors.events import Checkin, CheckinType
+import pytest
+
+from processors.events import Checkin, CheckinType, InvalidCheckin
 from streams.intake import face_chunks
+from streams.records import DEAD_LETTER_VALUE_MAX, checkin_from_raw, dead_letter
 
 
 def _checkin(n: int, selfie: bool) -> Checkin:
@@ -39,3 +44,30 @@ def test_check_ins_without_a_selfie_ride_along_at_the_end() -> None:
 
 def test_an_empty_batch_has_no_runs() -> None:
     assert list(face_chunks([], 64)) == []
+
+
+def test_check_ins_the_later_stages_could_not_judge_are_refused() -> None:
+    at = datetime(2026, 11, 30, 0, 30, tzinfo=UTC)
+    raw = {"event_id": "0b9d4f7e-8f51-4d84-9a43-93c5b3bb1c0e", "nip": "198001012005011001",
+           "device_id": "d", "type": "IN", "server_time": at, "client_time": at, "lat": -2.4,
+           "lon": 106.4, "accuracy_m": 10.0, "mock_location": False, "selfie": None,
+           "app_version": "1"}
+    assert checkin_from_raw(raw).nip == "198001012005011001"
+    for bad, reason in (({"nip": "  "}, "empty nip"),
+                        ({"server_time": datetime(9999, 12, 31, 23, tzinfo=UTC)},
+                         "server_time 9999-12-31 is outside 2000..2100"),
+                        ({"server_time": datetime(1970, 1, 1, tzinfo=UTC)}, "outside")):
+        with pytest.raises(InvalidCheckin, match=reason):
+            checkin_from_raw({**raw, **bad})
+
+
+def test_a_dead_letter_too_large_for_kafka_keeps_the_values_fingerprint() -> None:
+    small = dead_letter("hadir.checkins.raw", 2, 7, b"k", b"v" * 10, "bad", "intake")
+    assert small["value"] == b"v" * 10 and small["error"] == "bad"
+    value = b"x" * (DEAD_LETTER_VALUE_MAX + 1)
+    large = dead_letter("hadir.checkins.raw", 2, 7, b"k", value, "bad", "intake")
+    assert large["value"] is None
+    assert large["error"] == (f"bad [value not kept: {len(value):,} bytes, sha256 "
+                              f"{hashlib.sha256(value).hexdigest()}]")
+    assert (large["source_topic"], large["source_partition"], large["source_offset"]) == (
+        "hadir.checkins.raw", 2, 7)

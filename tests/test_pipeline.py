@@ -212,6 +212,21 @@ def test_duplicate_event_id_gives_one_verdict(pipe: Pipeline) -> None:
     assert pipe.alerts(str(record["event_id"])) == {}
 
 
+def _protobuf_record(pipe: Pipeline) -> bytes:
+    """A record in the Confluent wire format whose schema id is a Protobuf schema (a producer
+    using Confluent's Protobuf serializer by mistake)."""
+    import struct
+
+    import requests
+
+    reply = requests.post(
+        f"{pipe.settings.infra.registry}/subjects/hadir.test.proto-value/versions",
+        json={"schema": 'syntax = "proto3"; message Checkin { string nip = 1; }',
+              "schemaType": "PROTOBUF"}, timeout=10)
+    reply.raise_for_status()
+    return b"\x00" + struct.pack(">I", reply.json()["id"]) + b"\x00\x0a\x03abc"
+
+
 def test_bad_records_go_to_the_dead_letter_topic(pipe: Pipeline) -> None:
     nip = pipe.employee()
     good = pipe.checkin(nip, selfie=selfie(ME_AGAIN))
@@ -232,6 +247,11 @@ def test_bad_records_go_to_the_dead_letter_topic(pipe: Pipeline) -> None:
         "no accuracy": pipe.submit(pipe.checkin(nip, accuracy=None, selfie=selfie(ME_AGAIN)))[0],
         "id not a uuid": pipe.submit({**pipe.checkin(nip, selfie=selfie(ME_AGAIN)),
                                       "event_id": "not-a-uuid"})[0],
+        # overflowed the person stage's local date, every time the record was read again
+        "year 9999": pipe.submit({**pipe.checkin(nip, selfie=selfie(ME_AGAIN)),
+                                  "server_time": datetime(9999, 12, 31, 23, tzinfo=UTC)})[0],
+        "blank nip": pipe.submit({**pipe.checkin(nip, selfie=selfie(ME_AGAIN)), "nip": " "})[0],
+        "protobuf": pipe.publish(topics.RAW, nip, None, raw=_protobuf_record(pipe)),
     }
     v = _one(pipe, good)  # the worker kept going
     assert v["verdict"] == "ACCEPTED"
@@ -245,6 +265,9 @@ def test_bad_records_go_to_the_dead_letter_topic(pipe: Pipeline) -> None:
     assert "0" in reasons["null island"]
     assert "accuracy" in reasons["no accuracy"]
     assert "UUID" in reasons["id not a uuid"]
+    assert "server_time 9999-12-31 is outside 2000..2100" in reasons["year 9999"]
+    assert "empty nip" in reasons["blank nip"]
+    assert "is not a usable Avro schema" in reasons["protobuf"]
     for pos, letter in letters.items():
         assert letter["stage"] == "intake"
         assert letter["value"]  # the original bytes are kept
