@@ -14,11 +14,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from hadir import faces, replay, reports
+from hadir import faces, replay, reports, topics
 from hadir.config import REPO_ROOT, Settings
 from hadir.generate import EXPECTED_REASON, FRAUD_KINDS, generate
+from hadir.infra import stack
 from hadir.output import emit, emit_object, to_json
 from hadir.queries import event_ids
+from hadir.serde import AvroCodec, Registry
 from sinks.connection import connect
 
 FACES_DIR = REPO_ROOT.parent / "shared" / "faces" / "deepface"
@@ -93,6 +95,39 @@ def tpp_by_office(settings: Settings, month: date) -> list[dict[str, Any]]:
     return [dict(zip([c for c, _ in cols], r, strict=True)) for r in rows]
 
 
+def seen_selfies(settings: Settings) -> list[str]:
+    """The perceptual hashes of every selfie the stack has judged (the intake's replay index,
+    ``h:<hash>`` entries of its compacted topic)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    codec = AvroCodec(topics.SELFIES, Registry(settings.infra.registry))
+    consumer = Consumer({"bootstrap.servers": settings.infra.bootstrap,
+                         "group.id": "hadir-demo-selfies", "enable.auto.commit": False})
+    try:
+        parts = consumer.list_topics(topics.SELFIES.name, timeout=10).topics[
+            topics.SELFIES.name].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topics.SELFIES.name, p),
+                                                  timeout=10)[1] for p in parts}
+        consumer.assign([TopicPartition(topics.SELFIES.name, p, OFFSET_BEGINNING)
+                         for p, end in ends.items() if end > 0])
+        left, hashes = {p for p, end in ends.items() if end > 0}, set()
+        while left:
+            msg = consumer.poll(10)
+            if msg is None:
+                raise TimeoutError("reading hadir.internal.selfies stalled")
+            if msg.error():
+                continue
+            if msg.value() is not None:
+                entry = codec.decode(msg.value())["entry"]
+                if entry.startswith("h:"):
+                    hashes.add(entry[2:])
+            if msg.offset() + 1 >= ends[msg.partition()]:
+                left.discard(msg.partition())
+        return sorted(hashes)
+    finally:
+        consumer.close()
+
+
 def run(settings: Settings, out: Path, asn: int = 300, seed: int = 7,
         month: date | None = None, fmt: str = "table") -> int:
     people = fmt == "table"
@@ -101,6 +136,8 @@ def run(settings: Settings, out: Path, asn: int = 300, seed: int = 7,
     if people:
         print(f"Hadir demo: {asn} ASN of Kabupaten Bangka Tengah, {month:%B %Y}, seed {seed}")
     verifier = faces.verifier(settings)
+    stack.up(settings, progress=people)
+    earlier = seen_selfies(settings)
     bar = tqdm(desc="generating the month", unit="day", disable=not people)
 
     def step(done: int, total: int) -> None:
@@ -108,7 +145,7 @@ def run(settings: Settings, out: Path, asn: int = 300, seed: int = 7,
         bar.update(done - bar.n)
 
     generated = generate(folder, FACES_DIR, month, verifier, asn_count=asn, seed=seed,
-                         policy=settings.attendance, progress=step)
+                         policy=settings.attendance, progress=step, earlier_selfies=earlier)
     bar.close()
     summary = replay.replay(settings, folder, progress=people)
     if people:

@@ -20,7 +20,7 @@ import json
 import math
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -195,10 +195,12 @@ class FreshShots:
     ``min_bits`` of an earlier one is taken again (real selfies of different days differ; the
     simulation must not manufacture replays the detector would rightly flag)."""
 
-    def __init__(self, camera: SelfieCamera, min_bits: int = 14) -> None:
+    def __init__(self, camera: SelfieCamera, min_bits: int = 14,
+                 earlier: Iterable[str] = ()) -> None:
+        """``earlier``: hashes of selfies taken before (the stack's, from other runs)."""
         self.camera = camera
         self.min_bits = min_bits
-        self.hashes = np.zeros(0, dtype=np.uint64)
+        self.hashes = np.array([int(h, 16) for h in earlier], dtype=np.uint64)
 
     def shoot(self, photo: np.ndarray) -> bytes:
         for _ in range(50):
@@ -290,10 +292,16 @@ class _Writer:
 
 def generate(folder: Path, faces_dir: Path, month: date, verifier: FaceVerifier,
              asn_count: int = 300, seed: int = 7, policy: AttendancePolicy | None = None,
-             progress: Callable[[int, int], None] | None = None) -> Generated:
-    """Write the scenario folder for ``month`` and return what was injected."""
-    rng = random.Random(seed)
-    camera = FreshShots(SelfieCamera(np.random.default_rng(seed)))
+             progress: Callable[[int, int], None] | None = None,
+             earlier_selfies: Iterable[str] = ()) -> Generated:
+    """Write the scenario folder for ``month`` and return what was injected. Honest selfies
+    differ from each other and from ``earlier_selfies`` (perceptual hashes the stack has seen:
+    another month's run would otherwise take the same shots again, and be flagged as replays)."""
+    # Each month its own draw: the same seed for another month must not give the same event
+    # ids (already judged: skipped as duplicates) nor the same selfie shots (replays).
+    rng = random.Random(f"{seed}/{month:%Y-%m}")
+    camera = FreshShots(SelfieCamera(np.random.default_rng((seed, month.year, month.month))),
+                        earlier=earlier_selfies)
     folder.mkdir(parents=True, exist_ok=True)
     people = usable_photos(identities(faces_dir), verifier)
     cal = WorkCalendar(policy or AttendancePolicy())

@@ -56,6 +56,29 @@ def test_replay_twice_gives_the_same_reports(stack, scenario: Path) -> None:  # 
     assert before == after and len(before) == len(nips)
 
 
+def test_another_month_on_the_same_stack_takes_fresh_selfies(stack, scenario: Path,  # type: ignore[no-untyped-def]
+                                                             tmp_path: Path) -> None:
+    """The demo of a later month on a stack that judged an earlier one: its honest selfies are
+    new pictures, not the earlier month's shots again (which the replay check would reject)."""
+    from hadir.demo import seen_selfies
+    from processors.face import decode_image
+
+    replay.replay(stack, scenario, timeout=600, progress=False)  # a no-op if already judged
+    seen = seen_selfies(stack)
+    first_month = {decode_image(p.read_bytes()).phash for p in scenario.glob("selfies/*")}
+    assert first_month and first_month <= set(seen)
+    folder = tmp_path / "march"
+    generate(folder, FACES, date(2026, 3, 1), faces.verifier(stack), asn_count=8, seed=3,
+             policy=stack.attendance, earlier_selfies=seen)
+    replay.replay(stack, folder, timeout=600, progress=False)
+    ids = list(dict.fromkeys(json.loads(line)["event_id"]
+                             for line in (folder / "events.jsonl").open()))
+    table, honest = detection(folder, verdicts_of(stack, ids), ids)
+    for row in table:
+        assert row["missed"] == 0, row
+    assert honest["false_alarms_rejected"] == 0, honest
+
+
 def test_a_bad_scenario_loads_nothing(stack, scenario: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     bad = tmp_path / "bad"
     bad.mkdir()
