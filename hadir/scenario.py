@@ -92,9 +92,12 @@ def _time(value: Any, where: str, problems: list[str], required: bool = True) ->
 def _offices(root: Path, problems: list[str]) -> tuple[list[Office], dict[str, dict[str, Any]]]:
     path = root / "offices.geojson"
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         problems.append(f"{path}: missing")
+        return [], {}
+    except UnicodeDecodeError as exc:
+        problems.append(_not_utf8(path, exc))
         return [], {}
     except json.JSONDecodeError as exc:
         problems.append(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}")
@@ -121,6 +124,8 @@ def _employees(root: Path, office_ids: set[str], problems: list[str]) -> list[Em
                 return []
             for row in reader:
                 where = f"{path}:{reader.line_num}"
+                if not _whole_row(row, where, problems):
+                    continue
                 nip = (row["nip"] or "").strip()
                 if not NIP.match(nip):
                     problems.append(f"{where}: NIP {nip!r} is not 18 digits")
@@ -147,7 +152,22 @@ def _employees(root: Path, office_ids: set[str], problems: list[str]) -> list[Em
                 out.append(Employee(nip, row["name"], row["office_id"], base, photo))
     except FileNotFoundError:
         problems.append(f"{path}: missing")
+    except UnicodeDecodeError as exc:
+        problems.append(_not_utf8(path, exc))
     return out
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> str:
+    return f"{path}: not UTF-8 text (byte {exc.start} cannot be decoded)"
+
+
+def _whole_row(row: dict[str | None, Any], where: str, problems: list[str]) -> bool:
+    """A CSV row with every column and no more (csv.DictReader fills the missing with None
+    and puts the extra under the key None)."""
+    if None in row or None in row.values():
+        problems.append(f"{where}: a row must have {len(row) - (None in row)} fields")
+        return False
+    return True
 
 
 def _excuses(root: Path, nips: set[str], problems: list[str]) -> list[Excuse]:
@@ -155,21 +175,27 @@ def _excuses(root: Path, nips: set[str], problems: list[str]) -> list[Excuse]:
     if not path.exists():
         return []
     out: list[Excuse] = []
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames != EXCUSE_COLUMNS:
-            problems.append(f"{path}:1: header must be {','.join(EXCUSE_COLUMNS)}")
-            return []
-        for row in reader:
-            where = f"{path}:{reader.line_num}"
-            try:
-                excuse = Excuse.parse(row["nip"], row["date_from"], row["date_to"], row["kind"])
-            except ValueError as exc:
-                problems.append(f"{where}: {exc}")
-                continue
-            if excuse.nip not in nips:
-                problems.append(f"{where}: NIP {excuse.nip} is not in employees.csv")
-            out.append(excuse)
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != EXCUSE_COLUMNS:
+                problems.append(f"{path}:1: header must be {','.join(EXCUSE_COLUMNS)}")
+                return []
+            for row in reader:
+                where = f"{path}:{reader.line_num}"
+                if not _whole_row(row, where, problems):
+                    continue
+                try:
+                    excuse = Excuse.parse(row["nip"], row["date_from"], row["date_to"],
+                                          row["kind"])
+                except ValueError as exc:
+                    problems.append(f"{where}: {exc}")
+                    continue
+                if excuse.nip not in nips:
+                    problems.append(f"{where}: NIP {excuse.nip} is not in employees.csv")
+                out.append(excuse)
+    except UnicodeDecodeError as exc:
+        problems.append(_not_utf8(path, exc))
     return out
 
 
@@ -187,6 +213,9 @@ def _event(root: Path, line: int, where: str, raw: Any, problems: list[str]) -> 
     except ValueError:
         problems.append(f"{where}: event_id {raw['event_id']!r} is not a UUID")
         event_id = ""
+    for k in ("nip", "device_id"):
+        if not isinstance(raw[k], str) or not raw[k].strip():
+            problems.append(f"{where}: {k} {raw[k]!r} is not a non-empty string")
     if raw["type"] not in ("IN", "OUT"):
         problems.append(f"{where}: type {raw['type']!r} is not IN or OUT")
     server = _time(raw["server_time"], f"{where}: server_time", problems)
@@ -219,13 +248,16 @@ def _events(root: Path, problems: list[str]) -> list[Event]:
     path = root / "events.jsonl"
     out: list[Event] = []
     try:
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
+        with path.open("rb") as f:
+            for n, data in enumerate(f, 1):
+                if not data.strip():
                     continue
                 where = f"{path}:{n}"
                 try:
-                    raw = json.loads(line)
+                    raw = json.loads(data.decode("utf-8"))
+                except UnicodeDecodeError as exc:
+                    problems.append(f"{where}: not UTF-8 text (byte {exc.start} of the line)")
+                    continue
                 except json.JSONDecodeError as exc:
                     problems.append(f"{where}: not valid JSON: {exc.msg}")
                     continue

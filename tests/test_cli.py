@@ -82,12 +82,23 @@ def test_replay_of_a_bad_folder_lists_every_problem(tmp_path: Path) -> None:
     (tmp_path / "offices.geojson").write_text('{"type": "FeatureCollection", "features": []}')
     (tmp_path / "employees.csv").write_text(
         "nip,name,office_id,tpp_base_idr,photo\n12345,Budi,SETDA,abc,\n")
-    (tmp_path / "events.jsonl").write_text('{"event_id": "x"}\nnot json\n')
+    (tmp_path / "excuses.csv").write_text("nip,date_from,date_to,kind\n12345,2026-06-01\n")
+    no_device = json.dumps({"event_id": "0b9d4f7e-8f51-4d84-9a43-93c5b3bb1c0e",
+                            "nip": "198001012005011001", "device_id": None, "type": "IN",
+                            "server_time": "2026-06-01T07:00:00+07:00", "client_time": None,
+                            "lat": -2.4, "lon": 106.4, "accuracy_m": 5.0,
+                            "mock_location": False})
+    (tmp_path / "events.jsonl").write_bytes(
+        b'{"event_id": "x"}\nnot json\n' + no_device.encode() + b"\n\xff\xfe\n")
     result = run("replay", str(tmp_path))
     assert result.returncode == 1
     assert f"{tmp_path}/employees.csv:2: NIP '12345' is not 18 digits" in result.stderr
+    assert f"{tmp_path}/excuses.csv:2: a row must have 4 fields" in result.stderr
     assert f"{tmp_path}/events.jsonl:1: missing nip" in result.stderr
     assert f"{tmp_path}/events.jsonl:2: not valid JSON" in result.stderr
+    assert f"{tmp_path}/events.jsonl:3: device_id None is not a non-empty string" \
+        in result.stderr
+    assert f"{tmp_path}/events.jsonl:4: not UTF-8 text" in result.stderr
     assert "Traceback" not in result.stderr
 
 
