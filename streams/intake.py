@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import faust
@@ -84,39 +84,6 @@ def _judge_together(verifier: FaceVerifier, items: Sequence[tuple[Checkin, np.nd
     return out
 
 
-class SharedStore(MutableMapping[str, str]):
-    """The replay index's map, shared by every intake worker through a compacted topic: local
-    writes are published, other workers' writes arrive through :meth:`merge`. Hash lists of a
-    band only grow, so merging is a set union and no worker's entry is lost."""
-
-    def __init__(self, publish: Any) -> None:
-        self.data: dict[str, str] = {}
-        self.publish = publish
-
-    def merge(self, entry: str, value: str) -> None:
-        if entry.startswith("h:"):
-            self.data.setdefault(entry, value)
-        else:
-            mine = self.data.get(entry, "").split()
-            self.data[entry] = " ".join(dict.fromkeys([*mine, *value.split()]))
-
-    def __getitem__(self, key: str) -> str:
-        return self.data[key]
-
-    def __setitem__(self, key: str, value: str) -> None:
-        self.data[key] = value
-        self.publish(key, value)
-
-    def __delitem__(self, key: str) -> None:
-        del self.data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.data)
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-
 def build_intake_app(settings: Settings) -> faust.App:
     app = new_app("hadir-intake", settings)
     registry = Registry(settings.infra.registry)
@@ -134,9 +101,9 @@ def build_intake_app(settings: Settings) -> faust.App:
         log.warning("liveness check is off: no anti-spoofing model pack configured "
                     "(HADIR_FACE_LIVENESS_DIR); SPOOF is never raised")
     templates: dict[str, np.ndarray] = {}
-    store = SharedStore(lambda k, v: outbox.add(
-        topics.SELFIES.name, k.encode(), selfie_codec.encode({"entry": k, "value": v})))
-    replay = ReplayIndex(store, settings.face.replay_max_hamming)
+    replay = ReplayIndex(settings.face.replay_max_hamming, publish=lambda phash, first: outbox.add(
+        topics.SELFIES.name, f"h:{phash}".encode(),
+        selfie_codec.encode({"entry": f"h:{phash}", "value": first})))
 
     def on_template(key: bytes | None, value: dict[str, Any] | None) -> None:
         nip = (key or b"").decode()
@@ -152,8 +119,9 @@ def build_intake_app(settings: Settings) -> faust.App:
             log.error("face template of %s cannot be used: %s", value["nip"], exc)
 
     def on_selfie(_key: bytes | None, value: dict[str, Any] | None) -> None:
-        if value is not None:
-            store.merge(value["entry"], value["value"])
+        # Entries of other kinds (band lists written before 2026-12) are derived locally now.
+        if value is not None and value["entry"].startswith("h:"):
+            replay.learn(value["entry"][2:], value["value"])
 
     follower = ReferenceFollower(settings.infra.bootstrap, {
         topics.FACES.name: AvroCodec(topics.FACES, registry),

@@ -15,7 +15,7 @@ from hadir import topics, workers
 from hadir.infra.clickhouse import ClickHouseServer
 from hadir.infra.kafka import KafkaBroker
 from streams.outbox import partition_for
-from tests.pipeline_helpers import FACES_DIR, Pipeline, new_nip, selfie
+from tests.pipeline_helpers import FACES_DIR, Pipeline, jpeg, new_nip, selfie
 
 pytestmark = [pytest.mark.infra, pytest.mark.faults]
 LOAD = 1500
@@ -106,6 +106,26 @@ def test_core_state_survives_a_restart(pipe: Pipeline, stack, hard: bool) -> Non
         workers.start(stack, intake=1)
 
     _state_survives(pipe, restart)
+
+
+def test_selfie_index_survives_an_intake_restart(pipe: Pipeline, stack) -> None:  # type: ignore[no-untyped-def]
+    """A restarted intake worker knows every selfie seen before (it reads the shared index's
+    compacted topic): a photo sent again after a SIGKILL is still a replay."""
+    first_nip, other_nip = pipe.employee(), pipe.employee()
+    t0 = datetime.now(UTC).replace(microsecond=0)
+    first = pipe.checkin(first_nip, selfie=jpeg(FACES_DIR / "img21.jpg"), at=t0)
+    pipe.submit(first)
+    assert pipe.verdicts([str(first["event_id"])])
+    _worker(stack, "intake-0").kill()
+    workers.start(stack, intake=1)
+    again = pipe.checkin(other_nip, selfie=jpeg(FACES_DIR / "img21.jpg", 400),
+                         at=t0 + timedelta(minutes=5))
+    pipe.submit(again)
+    v = pipe.verdicts([str(again["event_id"])], timeout=180)[str(again["event_id"])]
+    assert "SELFIE_REPLAY" in v["reasons"]
+    evidence = pipe.alerts(str(again["event_id"]), "SELFIE_REPLAY")["SELFIE_REPLAY"][
+        "evidence"]
+    assert evidence["original_event_id"] == first["event_id"]
 
 
 def test_broker_restart_mid_load(pipe: Pipeline, stack) -> None:  # type: ignore[no-untyped-def]
