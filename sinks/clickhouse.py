@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from itertools import chain
 from typing import Any
 
@@ -27,6 +27,7 @@ from hadir.config import Settings
 from hadir.serde import AvroCodec, Registry, SerdeError, schema_text
 from sinks.connection import connect
 from sinks.frames import FrameDecoder
+from streams.records import dead_letter
 
 log = logging.getLogger("hadir.sink")
 
@@ -216,7 +217,8 @@ class ClickHouseSink:
             "enable.partition.eof": False, "max.poll.interval.ms": 600_000,
             "fetch.min.bytes": 1_000_000, "fetch.wait.max.ms": 100,
         })
-        self.producer = Producer({"bootstrap.servers": infra.bootstrap, "linger.ms": 5})
+        self.producer = Producer({"bootstrap.servers": infra.bootstrap, "linger.ms": 5,
+                                  "message.max.bytes": 4_194_304})  # the brokers' limit
         self.client = connect(infra)
         self.batch = _Batch()
         self.undelivered: list[bytes] = []  # dead letters Kafka refused; sent again
@@ -228,9 +230,8 @@ class ClickHouseSink:
 
     def _dead_letter(self, msg: Any, error: str) -> None:
         log.warning("dead letter from %s@%s: %s", msg.topic(), msg.offset(), error)
-        record = {"source_topic": msg.topic(), "source_partition": msg.partition(),
-                  "source_offset": msg.offset(), "key": msg.key(), "value": msg.value(),
-                  "error": error, "stage": "clickhouse-sink", "failed_at": datetime.now(UTC)}
+        record = dead_letter(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
+                             error, "clickhouse-sink")
         self._send_dead_letter(self.dlq.encode(record))
 
     def _send_dead_letter(self, value: bytes) -> None:
@@ -299,11 +300,11 @@ class ClickHouseSink:
             return
         self.batch.add_columns(mapping.table, columns)
 
-    def _insert(self) -> None:
-        for table, rows in self.batch.rows.items():
+    def _insert(self, batch: _Batch) -> None:
+        for table, rows in batch.rows.items():
             columns = self.by_table[table].columns
             self.client.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES", rows)
-        for table, chunks in self.batch.columns.items():
+        for table, chunks in batch.columns.items():
             names = list(self.by_table[table].columns)
             merged = [list(chain.from_iterable(chunk[i] for chunk in chunks))
                       for i in range(len(names))]
@@ -318,7 +319,7 @@ class ClickHouseSink:
         if not self.batch.offsets:
             return
         batch = self.batch
-        done = self._until_done(self._insert, "ClickHouse insert", batch) and \
+        done = self._until_done(lambda: self._insert(batch), "ClickHouse insert", batch) and \
             self._until_done(self._deliver_dead_letters, "dead-letter delivery", batch)
         if done:
             try:
@@ -345,6 +346,8 @@ class ClickHouseSink:
         delay, paused = 0.2, False
         try:
             while True:
+                if self.batch is not batch:  # revoked while waiting: its offsets are not ours
+                    return False
                 try:
                     step()
                     return True

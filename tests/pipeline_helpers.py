@@ -46,6 +46,16 @@ def selfie(path: Path) -> bytes:
 _RNG = random.Random()
 
 
+def members_with_partitions(settings: Settings, group: str) -> int:
+    """How many members of a consumer group own partitions, as the broker describes it (asked
+    of the broker: a consumer's own assignment() called from another thread can deadlock)."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": settings.infra.bootstrap})
+    described = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    return sum(1 for m in described.members if m.assignment.topic_partitions)
+
+
 def new_nip() -> str:
     """A fresh 18-digit NIP: birth date, appointment month, sex, sequence."""
     r = _RNG

@@ -15,7 +15,14 @@ from hadir import topics, workers
 from hadir.infra.clickhouse import ClickHouseServer
 from hadir.infra.kafka import KafkaBroker
 from streams.outbox import partition_for
-from tests.pipeline_helpers import FACES_DIR, Pipeline, jpeg, new_nip, selfie
+from tests.pipeline_helpers import (
+    FACES_DIR,
+    Pipeline,
+    jpeg,
+    members_with_partitions,
+    new_nip,
+    selfie,
+)
 
 pytestmark = [pytest.mark.infra, pytest.mark.faults]
 LOAD = 1500
@@ -161,19 +168,11 @@ def test_malformed_records_mid_load(pipe: Pipeline) -> None:
                for letter in letters.values())
 
 
-def _members_with_partitions(stack, group: str) -> int:  # type: ignore[no-untyped-def]
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": stack.infra.bootstrap})
-    described = admin.describe_consumer_groups([group])[group].result(timeout=10)
-    return sum(1 for m in described.members if m.assignment.topic_partitions)
-
-
 def _until_shared(stack, timeout: float = 120) -> None:  # type: ignore[no-untyped-def]
     """Wait until two intake and two core workers each own partitions of their inputs."""
     deadline = time.monotonic() + timeout
     groups = ("hadir-intake", topics.CORE_APP)
-    while any(_members_with_partitions(stack, g) < 2 for g in groups):
+    while any(members_with_partitions(stack, g) < 2 for g in groups):
         assert time.monotonic() < deadline, "the added workers got no partitions"
         time.sleep(1)
 

@@ -21,6 +21,7 @@ from hadir.serde import AvroCodec, Registry
 from processors.attendance import Excuse, ExcuseKind, WorkCalendar, tpp_month
 from sinks.clickhouse import ClickHouseSink, mappings
 from sinks.connection import connect
+from tests.pipeline_helpers import members_with_partitions
 
 pytestmark = pytest.mark.infra
 WIB = ZoneInfo("Asia/Jakarta")
@@ -90,10 +91,10 @@ def test_sink_waits_for_clickhouse_loses_nothing_and_is_idempotent(stack) -> Non
         # batch) from the waiting sink, which goes on with what it keeps.
         joined = threading.Thread(target=other.run, daemon=True)
         joined.start()
-        deadline = time.monotonic() + 30
-        while not other.consumer.assignment() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert other.consumer.assignment(), "the second sink got no partitions"
+        deadline = time.monotonic() + 60
+        while members_with_partitions(stack, group) < 2:
+            assert time.monotonic() < deadline, "the second sink got no partitions"
+            time.sleep(0.5)
         time.sleep(2)
         assert _committed(stack, group, topic.name) == 0
     finally:
