@@ -51,6 +51,7 @@ def face_chunks(checked: Sequence[tuple[Any, Checkin, list[Finding]]],
 
 
 Judged = FaceResult | InvalidCheckin | str  # a face result, a bad selfie, or a phash alone
+FAILED = "face verification failed"  # a selfie the models raised on
 
 
 def judge(verifier: FaceVerifier, items: Sequence[tuple[Checkin, np.ndarray | None]],
@@ -58,14 +59,19 @@ def judge(verifier: FaceVerifier, items: Sequence[tuple[Checkin, np.ndarray | No
     """Each selfie's face result against its template, or where there is no template its
     perceptual hash alone (for replay detection); a bad image is its InvalidCheckin. A selfie
     that breaks the models (not merely a bad image) is found by judging the batch one by one,
-    and becomes a dead letter instead of a worker that fails on it forever."""
+    and becomes a dead letter instead of a worker that fails on it forever. When every one
+    fails alone too, the fault is the machine's (the GPU, memory), not the selfies': it is
+    raised, and the worker restarts with the batch unjudged."""
     try:
         return _judge_together(verifier, items, max_pixels)
     except Exception as exc:
         if len(items) == 1:
             log.exception("face verification failed on %s", items[0][0].event_id)
-            return [InvalidCheckin(f"face verification failed: {type(exc).__name__}: {exc}")]
-        return [result for item in items for result in judge(verifier, [item], max_pixels)]
+            return [InvalidCheckin(f"{FAILED}: {type(exc).__name__}: {exc}")]
+        alone = [result for item in items for result in judge(verifier, [item], max_pixels)]
+        if all(isinstance(r, InvalidCheckin) and str(r).startswith(FAILED) for r in alone):
+            raise
+        return alone
 
 
 def _judge_together(verifier: FaceVerifier, items: Sequence[tuple[Checkin, np.ndarray | None]],

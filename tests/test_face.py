@@ -422,6 +422,10 @@ def test_a_selfie_that_breaks_the_models_is_judged_alone(verifier: FaceVerifier,
     assert isinstance(broken, InvalidCheckin)
     assert str(broken).startswith("face verification failed: ValueError")
     assert isinstance(hashed, str) and len(hashed) == 16
+    # Every selfie failing alone as well is the machine's fault: raised, nothing dead-lettered.
+    with pytest.raises(ValueError):
+        judge(verifier, [items[1], (checkin(3, "img4.jpg"), np.zeros(5, np.float32))],
+              25_000_000)
 
 
 def test_replay_index_workers_share_one_record_per_new_hash() -> None:
