@@ -326,6 +326,16 @@ def _known_errors() -> tuple[type[BaseException], ...]:
             KafkaException, ReportError)
 
 
+def _unreachable(exc: BaseException) -> bool:
+    """The error says a service did not answer (rather than refused what was asked)."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    if isinstance(exc, KafkaException):
+        return exc.args[0].code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+                                      KafkaError._TIMED_OUT, KafkaError._MSG_TIMED_OUT)
+    return type(exc).__name__ in ("NetworkError", "SocketTimeoutError", "RegistryUnreachable")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     # clickhouse-driver logs each failed connection with its traceback; the error that
@@ -340,8 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(exc, _known_errors()):
             raise
         print(f"hadir: error: {exc}", file=sys.stderr)
-        if type(exc).__name__ in ("NetworkError", "SocketTimeoutError", "KafkaException",
-                                  "RegistryUnreachable"):
+        if _unreachable(exc):
             print("hadir: is the stack running? `hadir infra status` says; "
                   "`hadir infra up` starts it", file=sys.stderr)
         return 1

@@ -79,8 +79,9 @@ def follow_alerts(settings: Settings, fmt: str = "table", rule: str | None = Non
             a = codec.decode(msg.value())
             if (rule and a["rule"] != rule) or (nip and a["nip"] != nip):
                 continue
-            if write is not None:
-                write({**a, "evidence": json.loads(a["evidence"])})
+            if write is not None:  # as ClickHouse has them: whole seconds, evidence an object
+                write({**a, "detected_at": a["detected_at"].replace(microsecond=0),
+                       "evidence": json.loads(a["evidence"])})
                 continue
             sys.stdout.write(f"{a['detected_at']:%Y-%m-%d %H:%M:%S} {a['severity']:<8} "
                              f"{a['rule']:<17} nip {a['nip']} device {a['device_id']} "

@@ -206,7 +206,8 @@ def tpp(settings: Settings, month: date, office: str | None = None,
         store: bool = True, today: date | None = None) -> list[TppResult]:
     """The month's TPP line per ASN (stored for dashboards unless ``store`` is False). In the
     month under way only the days that are over (before ``today``, in local time) are judged:
-    a day still to come is not an absence."""
+    a day still to come is not an absence. A month before or after ``today`` is judged whole
+    (a later month holds synthetic data: the tests', the benchmark's)."""
     last = month.replace(day=calmod.monthrange(month.year, month.month)[1])
     cal = WorkCalendar(settings.attendance)
     today = today or datetime.now(cal.tz).date()

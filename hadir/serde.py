@@ -118,21 +118,32 @@ class Registry:
         key = (schema_id, logical_types)
         if key not in self._by_id:
             text = self._call("GET", f"/schemas/ids/{schema_id}")["schema"]
-            self._by_id[key] = _parse(json.loads(text), logical_types)
-        return self._by_id[key]
+            try:
+                self._by_id[key] = _parse(json.loads(text), logical_types)
+            except Exception as exc:  # a JSON-Schema or Protobuf id: remembered as refused
+                self._by_id[key] = SerdeError(f"schema id {schema_id} is not a usable Avro "
+                                              f"schema: {type(exc).__name__}: {exc}")
+        found = self._by_id[key]
+        if isinstance(found, SerdeError):
+            raise found
+        return found
 
     def subjects(self) -> list[str]:
         return list(self._call("GET", "/subjects"))
 
-    def compatibility(self) -> str:
-        return str(self._call("GET", "/config")["compatibilityLevel"])
+    def compatibility(self, subject_name: str) -> str:
+        return str(self._call("GET", f"/config/{subject_name}")["compatibilityLevel"])
 
     def register_all(self) -> dict[str, int]:
-        """Require BACKWARD compatibility (Confluent's default: a new schema must read what the
-        old one wrote, so old records stay readable), then register every topic's value
-        schema (idempotent: the same schema keeps its id)."""
-        self._call("PUT", "/config", json={"compatibility": "BACKWARD"})
-        return {t.name: self.register(subject(t), value_schema(t)) for t in ALL}
+        """Register every topic's value schema (idempotent: the same schema keeps its id) and
+        require BACKWARD compatibility of its subject (Confluent's default: a new schema must
+        read what the old one wrote). Only Hadir's subjects: a shared registry's global
+        setting is its owners'."""
+        ids = {}
+        for t in ALL:
+            ids[t.name] = self.register(subject(t), value_schema(t))
+            self._call("PUT", f"/config/{subject(t)}", json={"compatibility": "BACKWARD"})
+        return ids
 
 
 def avro_long(n: int) -> bytes:
@@ -205,15 +216,10 @@ class AvroCodec:
         try:
             writer = self._reader if same else self.registry.schema_by_id(schema_id,
                                                                           self.logical_types)
-        except RegistryUnreachable:
-            raise  # not the record's fault: the stage stops and reads it again later
         except RegistryError as exc:
             if "HTTP 404" in str(exc):
                 raise SerdeError(f"unknown schema id {schema_id}") from None
-            raise
-        except Exception as exc:  # a JSON-Schema or Protobuf id: not an Avro schema
-            raise SerdeError(f"schema id {schema_id} is not a usable Avro schema: "
-                             f"{type(exc).__name__}: {exc}") from None
+            raise  # not the record's fault: the stage stops and reads it again later
         try:
             record = fastavro.schemaless_reader(io.BytesIO(data[_HEADER.size:]), writer,
                                                None if same else self._reader)

@@ -94,5 +94,11 @@ class ReferenceFollower:
             async with self._progress:
                 await asyncio.wait_for(self._progress.wait_for(done), timeout)
         except TimeoutError:
+            # The check-ins are judged with what is known (an ASN not seen yet: NO_TEMPLATE
+            # or UNKNOWN_EMPLOYEE, for a person to look at); say why.
+            behind = {f"{tp.topic}[{tp.partition}]": o - self.positions.get(tp, 0)
+                      for tp, o in end.items() if self.positions.get(tp, 0) < o}
+            log.warning("reference data not caught up after %.0fs (records behind: %s)",
+                        timeout, behind)
             return False
         return True

@@ -47,11 +47,12 @@ def test_up_provisions_services_run_elsewhere(stack, tmp_path) -> None:  # type:
 
     elsewhere = dataclasses.replace(stack, infra=dataclasses.replace(
         stack.infra, managed=False, home=str(tmp_path)))
-    requests.put(f"{stack.infra.registry}/config", json={"compatibility": "NONE"},
+    raw_subject = f"{topics.RAW.name}-value"
+    requests.put(f"{stack.infra.registry}/config/{raw_subject}", json={"compatibility": "NONE"},
                  timeout=10).raise_for_status()
     statuses = infra_stack.up(elsewhere, progress=False)
     assert all(s.healthy and s.pid is None for s in statuses), statuses
-    assert Registry(stack.infra.registry).compatibility() == "BACKWARD"
+    assert Registry(stack.infra.registry).compatibility(raw_subject) == "BACKWARD"
     assert not list(tmp_path.iterdir())  # nothing was built or started here
 
 
