@@ -400,10 +400,13 @@ class ClickHouseSink:
         self.producer.purge()
         self.producer.close()
 
-    def _on_revoke(self, _consumer: Any, _partitions: Any) -> None:
+    def _on_revoke(self, consumer: Any, partitions: Any) -> None:
         # Uncommitted rows of revoked partitions are re-read by their new owner; the tables are
         # idempotent, so flushing here is only an optimisation we skip for simplicity.
         self.batch = _Batch()
+        # A partition paused while an insert was retried stays paused in librdkafka after it
+        # leaves, and would never be fetched again when it comes back to this sink.
+        consumer.resume(partitions)
 
     def run(self, max_idle_s: float | None = None, until_rows: int | None = None) -> None:
         """Until stopped; or after ``max_idle_s`` without records once some arrived, or once
