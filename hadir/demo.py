@@ -98,34 +98,14 @@ def tpp_by_office(settings: Settings, month: date) -> list[dict[str, Any]]:
 def seen_selfies(settings: Settings) -> list[str]:
     """The perceptual hashes of every selfie the stack has judged (the intake's replay index,
     ``h:<hash>`` entries of its compacted topic)."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
     codec = AvroCodec(topics.SELFIES, Registry(settings.infra.registry))
-    consumer = Consumer({"bootstrap.servers": settings.infra.bootstrap,
-                         "group.id": "hadir-demo-selfies", "enable.auto.commit": False})
-    try:
-        parts = consumer.list_topics(topics.SELFIES.name, timeout=10).topics[
-            topics.SELFIES.name].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topics.SELFIES.name, p),
-                                                  timeout=10)[1] for p in parts}
-        consumer.assign([TopicPartition(topics.SELFIES.name, p, OFFSET_BEGINNING)
-                         for p, end in ends.items() if end > 0])
-        left, hashes = {p for p, end in ends.items() if end > 0}, set()
-        while left:
-            msg = consumer.poll(10)
-            if msg is None:
-                raise TimeoutError("reading hadir.internal.selfies stalled")
-            if msg.error():
-                continue
-            if msg.value() is not None:
-                entry = codec.decode(msg.value())["entry"]
-                if entry.startswith("h:"):
-                    hashes.add(entry[2:])
-            if msg.offset() + 1 >= ends[msg.partition()]:
-                left.discard(msg.partition())
-        return sorted(hashes)
-    finally:
-        consumer.close()
+    hashes = set()
+    for msg in topics.read_to_end(settings.infra, topics.SELFIES, "hadir-demo-selfies"):
+        if msg.value() is not None:
+            entry = codec.decode(msg.value())["entry"]
+            if entry.startswith("h:"):
+                hashes.add(entry[2:])
+    return sorted(hashes)
 
 
 def run(settings: Settings, out: Path, asn: int = 300, seed: int = 7,

@@ -8,6 +8,7 @@ a newer record under the same key. Internal topics carry a check-in between stag
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,3 +115,30 @@ def consumer_from_now(infra: InfraSettings, topic: Topic, group: str) -> Any:
     consumer.assign([TopicPartition(topic.name, p, consumer.get_watermark_offsets(
         TopicPartition(topic.name, p), timeout=10)[1]) for p in parts])
     return consumer
+
+
+def read_to_end(infra: InfraSettings, topic: Topic, group: str,
+                stall_s: float = 10.0) -> Iterator[Any]:
+    """Every record on ``topic`` now, from the first offset to each partition's end as of the
+    call (confluent-kafka messages; errors skipped). TimeoutError when a partition stalls."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": infra.bootstrap, "group.id": group,
+                         "enable.auto.commit": False})
+    try:
+        parts = consumer.list_topics(topic.name, timeout=10).topics[topic.name].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic.name, p),
+                                                  timeout=10)[1] for p in parts}
+        left = {p for p, end in ends.items() if end > 0}
+        consumer.assign([TopicPartition(topic.name, p, OFFSET_BEGINNING) for p in left])
+        while left:
+            msg = consumer.poll(stall_s)
+            if msg is None:
+                raise TimeoutError(f"{topic.name}: partitions {sorted(left)} not read to the end")
+            if msg.error():
+                continue
+            yield msg
+            if msg.offset() + 1 >= ends[msg.partition()]:
+                left.discard(msg.partition())
+    finally:
+        consumer.close()

@@ -167,31 +167,10 @@ class Pipeline:
     def on_topic(self, topic: topics.Topic, key: str) -> list[dict[str, Any]]:
         """Every record with this key on the topic now, decoded (what a consumer of the topic
         sees, before ClickHouse collapses anything)."""
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-        consumer = Consumer({"bootstrap.servers": self.settings.infra.bootstrap,
-                             "group.id": f"test-read-{uuid.uuid4()}",
-                             "enable.auto.commit": False})
-        try:
-            parts = consumer.list_topics(topic.name, timeout=10).topics[topic.name].partitions
-            ends = {p: consumer.get_watermark_offsets(TopicPartition(topic.name, p),
-                                                      timeout=10)[1] for p in parts}
-            consumer.assign([TopicPartition(topic.name, p, OFFSET_BEGINNING)
-                             for p, end in ends.items() if end > 0])
-            left = {p for p, end in ends.items() if end > 0}
-            found = []
-            while left:
-                msg = consumer.poll(5)
-                assert msg is not None, f"{topic.name}: partitions {left} not read to the end"
-                if msg.error():
-                    continue
-                if msg.key() == key.encode():
-                    found.append(self.codecs[topic.name].decode(msg.value()))
-                if msg.offset() + 1 >= ends[msg.partition()]:
-                    left.discard(msg.partition())
-            return found
-        finally:
-            consumer.close()
+        return [self.codecs[topic.name].decode(msg.value())
+                for msg in topics.read_to_end(self.settings.infra, topic,
+                                              f"test-read-{uuid.uuid4()}", stall_s=5)
+                if msg.key() == key.encode()]
 
     def dead_letters(self, positions: list[tuple[int, int]],
                      timeout: float = 60) -> dict[tuple[int, int], dict[str, Any]]:
