@@ -24,11 +24,16 @@ TEST_ENV = {
 }
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Before any test: every test (and every worker or CLI subprocess, which inherit these)
+    sees the test stack's folder and ports, whichever test runs first."""
+    os.environ.update(TEST_ENV)
+
+
 @pytest.fixture(scope="session")
 def settings():  # type: ignore[no-untyped-def]
     from hadir import config
 
-    os.environ.update(TEST_ENV)  # worker subprocesses inherit these
     return config.load()
 
 

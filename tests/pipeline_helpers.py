@@ -3,8 +3,8 @@ data on the test stack, wait for what comes out in ClickHouse and on the dead-le
 
 from __future__ import annotations
 
+import itertools
 import json
-import random
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -43,7 +43,7 @@ def selfie(path: Path) -> bytes:
     return _CAMERA.shoot(load_photo(path))
 
 
-_RNG = random.Random()
+_NIPS = itertools.count()  # the test stack is wiped per session: a counter keeps NIPs unique
 
 
 def members_with_partitions(settings: Settings, group: str) -> int:
@@ -57,9 +57,10 @@ def members_with_partitions(settings: Settings, group: str) -> int:
 
 
 def new_nip() -> str:
-    """A fresh 18-digit NIP: birth date, appointment month, sex, sequence."""
-    r = _RNG
-    return f"19{r.randrange(60, 99)}0101{r.randrange(2000, 2024)}011{r.randrange(1000):03d}"
+    """A fresh 18-digit NIP: birth date, appointment month, sex, sequence; never one this
+    test session used before (a repeat would bring another test's state into a test)."""
+    k = next(_NIPS)
+    return f"19{60 + k // 24_000}0101{2000 + k // 1000 % 24}011{k % 1000:03d}"
 
 
 class Pipeline:

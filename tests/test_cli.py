@@ -58,7 +58,8 @@ def test_a_stack_that_is_not_running_is_a_message(args: list[str], tmp_path: Pat
         s.bind(("127.0.0.1", 0))
         closed = str(s.getsockname()[1])
     env = {"PATH": "/usr/bin", "HADIR_INFRA_HOME": str(tmp_path),
-           "HADIR_INFRA_CLICKHOUSE_PORT": closed, "HADIR_INFRA_REGISTRY_PORT": closed}
+           "HADIR_INFRA_CLICKHOUSE_PORT": closed, "HADIR_INFRA_REGISTRY_PORT": closed,
+           "HADIR_INFRA_KAFKA_PORT": closed}
     result = subprocess.run([sys.executable, "-m", "hadir", *args], capture_output=True,
                             text=True, timeout=60, env=env)
     assert result.returncode == 1

@@ -9,6 +9,13 @@ import pytest
 from hadir.config import ConfigError, as_dict, load
 
 
+@pytest.fixture(autouse=True)
+def _no_config_file_around(tmp_path_factory: pytest.TempPathFactory,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``load`` reads ./hadir.toml when there is one: these tests run where there is none."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 def test_defaults_match_design() -> None:
     s = load(env={})
     assert s.geo.geofence_tolerance_m == 30

@@ -175,6 +175,7 @@ def test_verify_many_with_the_batched_detector(models: Path, template: Template)
     plain = FaceVerifier(policy, cache_dir=models, threads=2).verify_many(items)
     results = batched.verify_many(items)
     assert isinstance(results[2], InvalidCheckin) and isinstance(plain[2], InvalidCheckin)
+    assert sum(isinstance(want, FaceResult) for want in plain) == len(names)
     for got, want in zip(results, plain, strict=True):
         if isinstance(want, FaceResult):
             assert isinstance(got, FaceResult)

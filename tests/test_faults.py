@@ -44,12 +44,22 @@ def _load(pipe: Pipeline, fault: Callable[[], None], bad: int = 0,
           count: int = LOAD) -> tuple[list[str], list]:
     """Publish ``count`` check-ins (no selfies: the fault is what is tested, not faces) at
     about 300 per second with ``fault`` injected a second in, and ``bad`` malformed records
-    mixed in; returns the good event ids and the positions of the bad records."""
+    mixed in; returns the good event ids and the positions of the bad records. What the fault
+    raised (a fault that did not happen, say) is raised here: a load without its fault
+    would pass as one that survived it."""
     nips = [pipe.employee(photo=None) for _ in range(20)]
     t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
     records = [pipe.checkin(nips[k % len(nips)], at=t0 + timedelta(seconds=k))
                for k in range(count)]
-    injector = threading.Timer(1.0, fault)
+    failed: list[BaseException] = []
+
+    def inject() -> None:
+        try:
+            fault()
+        except BaseException as exc:
+            failed.append(exc)
+
+    injector = threading.Timer(1.0, inject)
     injector.start()
     bad_positions = []
     for k, record in enumerate(records):
@@ -62,6 +72,8 @@ def _load(pipe: Pipeline, fault: Callable[[], None], bad: int = 0,
         time.sleep(1 / 300)
     pipe.producer.flush(120)
     injector.join()
+    if failed:
+        raise failed[0]
     return [str(r["event_id"]) for r in records], bad_positions
 
 
@@ -97,9 +109,12 @@ def _state_survives(pipe: Pipeline, restart: Callable[[], None]) -> None:
 def test_worker_killed_mid_load(pipe: Pipeline, stack, name: str, hard: bool) -> None:  # type: ignore[no-untyped-def]
     def fault() -> None:
         proc = _worker(stack, name)
+        before = proc.pid()
         proc.kill() if hard else proc.stop()
+        assert proc.pid() is None, f"{name} still runs"
         time.sleep(1)
         workers.start(stack, intake=1)  # what `hadir run`'s supervisor does
+        assert _worker(stack, name).pid() not in (None, before)
 
     ids, _ = _load(pipe, fault)
     _exactly_once(pipe, ids)
@@ -139,6 +154,7 @@ def test_broker_restart_mid_load(pipe: Pipeline, stack) -> None:  # type: ignore
     def fault() -> None:
         broker = KafkaBroker(stack.infra)
         broker.down()
+        assert not broker.healthy(), "the broker still answers"
         time.sleep(3)
         broker.up()
         time.sleep(5)
@@ -152,6 +168,7 @@ def test_clickhouse_outage_mid_load(pipe: Pipeline, stack) -> None:  # type: ign
     def fault() -> None:
         clickhouse = ClickHouseServer(stack.infra)
         clickhouse.down()
+        assert not clickhouse.healthy(), "ClickHouse still answers"
         time.sleep(60)  # a minute without ClickHouse
         clickhouse.up()
 

@@ -22,6 +22,7 @@ def test_keys_go_to_the_partition_the_default_partitioner_picks() -> None:
         assert partition_for(key, 6) == default(key, every, every)
 
 
+@pytest.mark.infra
 def test_a_batch_of_records_arrives_whole_and_in_order(stack) -> None:  # type: ignore[no-untyped-def]
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -53,7 +54,9 @@ def test_a_batch_of_records_arrives_whole_and_in_order(stack) -> None:  # type: 
         await consumer.start()
         got: dict[int, list[tuple[bytes | None, bytes]]] = defaultdict(list)
         try:
+            deadline = asyncio.get_running_loop().time() + 60
             while sum(map(len, got.values())) < 304:
+                assert asyncio.get_running_loop().time() < deadline, "records are missing"
                 for tp, records in (await consumer.getmany(timeout_ms=5000)).items():
                     got[tp.partition].extend((r.key, r.value) for r in records)
         finally:
@@ -71,6 +74,7 @@ def test_a_batch_of_records_arrives_whole_and_in_order(stack) -> None:  # type: 
     assert sum(1 for records in got.values() if any(k is None for k, _ in records)) == 3
 
 
+@pytest.mark.infra
 def test_items_joined_decode_as_the_batched_topics_record(stack) -> None:  # type: ignore[no-untyped-def]
     from datetime import UTC, datetime
 

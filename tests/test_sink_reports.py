@@ -67,6 +67,14 @@ def _sink(stack: Any, topic: topics.Topic, table: str, group: str) -> ClickHouse
                           group_id=group)
 
 
+def _until_fetching(sink: ClickHouseSink) -> None:
+    """Until the sink has records: only then does "nothing committed" say it held them."""
+    deadline = time.monotonic() + 60
+    while sink.first_message_at is None:
+        assert time.monotonic() < deadline, "the sink fetched nothing"
+        time.sleep(0.2)
+
+
 def test_sink_waits_for_clickhouse_loses_nothing_and_is_idempotent(stack) -> None:  # type: ignore[no-untyped-def]
     from confluent_kafka import Producer
 
@@ -85,7 +93,8 @@ def test_sink_waits_for_clickhouse_loses_nothing_and_is_idempotent(stack) -> Non
     other = _sink(stack, topic, "sink_test", group)
     try:
         runner.start()
-        time.sleep(4)  # the sink consumes, fails to insert, retries with backoff
+        _until_fetching(sink)
+        time.sleep(2)  # the sink fails to insert and retries with backoff
         assert _committed(stack, group, topic.name) == 0  # nothing committed: lag grows
         # A second sink joins while the first waits: the rebalance takes partitions (and the
         # batch) from the waiting sink, which goes on with what it keeps.
@@ -95,6 +104,7 @@ def test_sink_waits_for_clickhouse_loses_nothing_and_is_idempotent(stack) -> Non
         while members_with_partitions(stack, group) < 2:
             assert time.monotonic() < deadline, "the second sink got no partitions"
             time.sleep(0.5)
+        _until_fetching(other)
         time.sleep(2)
         assert _committed(stack, group, topic.name) == 0
     finally:
@@ -239,6 +249,12 @@ def test_tpp_report_from_clickhouse(stack) -> None:  # type: ignore[no-untyped-d
             checkin(nip, _local(day, end.hour, end.minute, 5), "OUT", verdict)
         # A rejected check-in (e.g. outside the geofence) does not count as attendance.
         checkin(absent, _local(day, 7, 0), "IN", "REJECTED")
+    # A day's times are its first counted IN and last counted OUT: a rejected earlier IN, a
+    # later IN and an earlier OUT leave the late arrival late and the day's end as it was.
+    start, end = cal.schedule(days[0])  # type: ignore[misc]
+    checkin(late_once, _local(days[0], 7, 0), "IN", "REJECTED")
+    checkin(late_once, _local(days[0], 9, 0), "IN")
+    checkin(late_once, _local(days[0], end.hour - 2, 0), "OUT")
     client = connect(stack.infra)
     client.execute("INSERT INTO checkins (event_id, nip, device_id, office_id, type, "
                    "server_time, server_time_ms, local_date, verdict, reasons, h3_cell, lat, "
