@@ -7,14 +7,11 @@ import argparse
 import logging
 import re
 import sys
-from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from hadir.output import FORMATS, emit, emit_object
-
-Command = Callable[[argparse.Namespace], int]
 
 
 def _month(text: str) -> date:

@@ -246,6 +246,7 @@ def discipline(settings: Settings, year: int, office: str | None = None) -> list
         level = discipline_level(tk, streak, settings.attendance)
         rows.append({"nip": e.nip, "name": e.name, "office_id": e.office_id, "tk_days": tk,
                      "longest_tk_streak": streak, "level": level.level, "code": level.code,
-                     "description": level.description_en})
+                     "description": level.description_en,
+                     "description_id": level.description_id})
     rows.sort(key=lambda r: (-r["tk_days"], r["nip"]))
     return rows

@@ -47,11 +47,6 @@ def _parse(schema: Any, logical_types: bool) -> Any:
     return fastavro.parse_schema(_pruned(schema, lambda k, v: k == "logicalType" and v == "uuid"))
 
 
-@cache
-def parsed_schema(name: str, logical_types: bool = True) -> Any:
-    return _parse(json.loads(schema_text(name)), logical_types)
-
-
 def without_logical_types(schema: Any) -> Any:
     """The schema with every ``logicalType`` removed: the same binary encoding, read as plain
     values (timestamp-millis as epoch milliseconds, uuid as text). A third faster to decode,

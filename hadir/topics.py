@@ -45,7 +45,6 @@ SELFIES = Topic("hadir.internal.selfies", "SelfieHash", "index entry", compacted
 
 ALL: tuple[Topic, ...] = (RAW, VERDICTS, ALERTS, DLQ, EMPLOYEES, OFFICES, FACES, EXCUSES, FACED,
                           BY_DEVICE, SELFIES)
-REFERENCE: tuple[Topic, ...] = (EMPLOYEES, OFFICES, FACES, EXCUSES)
 
 
 @dataclass(frozen=True)

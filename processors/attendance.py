@@ -29,8 +29,6 @@ from zoneinfo import ZoneInfo
 import holidays
 import numpy as np
 
-from processors.events import CheckinType
-
 # Ramadan as fixed by the Indonesian government (Kemenag sidang isbat), first to last fasting day
 # inclusive. 1446 H: 1 Ramadan Sat 1 Mar 2025, Idul Fitri Mon 31 Mar 2025. 1447 H: isbat of
 # 17 Feb 2026 set 1 Ramadan on Thu 19 Feb (Muhammadiyah started on 18 Feb), isbat of 19 Mar 2026
@@ -331,22 +329,6 @@ def excuse_on(excuses: Iterable[Excuse], day: date) -> ExcuseKind | None:
     ``_EXCUSE_PRECEDENCE``."""
     kinds = {excuse.kind for excuse in excuses if excuse.covers(day)}
     return next((kind for kind in _EXCUSE_PRECEDENCE if kind in kinds), None)
-
-
-def attendance_times(
-    checkins: Iterable[tuple[CheckinType, datetime]], calendar: WorkCalendar
-) -> tuple[dict[date, datetime], dict[date, datetime]]:
-    """One ASN's accepted check-ins (type, server time) -> first IN and last OUT per local
-    date, the inputs of :func:`assess_day` and :func:`tpp_month`."""
-    first_in: dict[date, datetime] = {}
-    last_out: dict[date, datetime] = {}
-    for kind, moment in checkins:
-        day = calendar.local_date(moment)
-        if kind is CheckinType.IN and (day not in first_in or moment < first_in[day]):
-            first_in[day] = moment
-        elif kind is CheckinType.OUT and (day not in last_out or moment > last_out[day]):
-            last_out[day] = moment
-    return first_in, last_out
 
 
 class DayRecord(NamedTuple):

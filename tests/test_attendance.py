@@ -23,7 +23,6 @@ from processors.attendance import (
     WorkCalendar,
     assess,
     assess_day,
-    attendance_times,
     discipline_level,
     epoch_us,
     excuse_codes,
@@ -35,7 +34,6 @@ from processors.attendance import (
     tpp_lines,
     tpp_month,
 )
-from processors.events import CheckinType
 
 WIB = ZoneInfo("Asia/Jakarta")
 POLICY = AttendancePolicy()
@@ -274,23 +272,6 @@ def test_times_must_be_aware_and_on_the_day():
         assess_day(NIP, date(2026, 6, 2), datetime(2026, 6, 2, 7, 30), None, None, CAL)
     with pytest.raises(ValueError, match="not on attendance day"):
         assess_day(NIP, date(2026, 6, 2), wib("2026-06-03", "07:30:00"), None, None, CAL)
-
-
-def test_attendance_times_first_in_last_out_per_local_date():
-    jun1_evening_utc = datetime(2026, 6, 1, 17, 30, tzinfo=UTC)  # 2026-06-02 00:30 WIB
-    checkins = [
-        (CheckinType.IN, datetime(2026, 6, 2, 0, 35, tzinfo=UTC)),
-        (CheckinType.IN, jun1_evening_utc),
-        (CheckinType.OUT, datetime(2026, 6, 2, 8, 0, tzinfo=UTC)),
-        (CheckinType.OUT, datetime(2026, 6, 2, 9, 5, tzinfo=UTC)),
-        (CheckinType.IN, datetime(2026, 6, 2, 23, 50, tzinfo=UTC)),  # 2026-06-03 06:50 WIB
-    ]
-    first_in, last_out = attendance_times(checkins, CAL)
-    assert first_in == {
-        date(2026, 6, 2): jun1_evening_utc,
-        date(2026, 6, 3): datetime(2026, 6, 2, 23, 50, tzinfo=UTC),
-    }
-    assert last_out == {date(2026, 6, 2): datetime(2026, 6, 2, 9, 5, tzinfo=UTC)}
 
 
 # --- excuses --------------------------------------------------------------------------------

@@ -11,9 +11,11 @@ import fastavro
 import polars as pl
 import pytest
 
-from hadir.serde import parsed_schema, schema_text
+from hadir.serde import schema_text
 from sinks.clickhouse import _event_mappings, _local_date, _record_mappings, _seconds, _values
 from sinks.frames import FrameDecoder
+
+VERDICT_SCHEMA = fastavro.parse_schema(json.loads(schema_text("CheckinVerdict")))
 
 
 def _ms(text: str) -> int:
@@ -47,7 +49,7 @@ def test_verdict_becomes_a_row_with_seconds_and_local_date() -> None:
               "distance_m": 0.0, "lat": -2.486, "lon": 106.41, "accuracy_m": 10.0,
               "decided_at": at}
     out = io.BytesIO()
-    fastavro.schemaless_writer(out, parsed_schema("CheckinVerdict"), record)
+    fastavro.schemaless_writer(out, VERDICT_SCHEMA, record)
     frame = FrameDecoder(json.loads(schema_text("CheckinVerdict"))).decode([out.getvalue()])
     assert frame is not None
 
