@@ -142,8 +142,7 @@ class Peak:
         self.photos = [load_photo(group[0]) for group in people]
         v = faces.verifier(settings)
         cipher = v.cipher(faces.template_key(settings))
-        sealed = [faces.template_record("", v.enroll([g[0].read_bytes()]), cipher)["sealed"]
-                  for g in people]
+        enrolled = [v.enroll([g[0].read_bytes()]) for g in people]
         self.nips = [make_nip(rng, i) for i in range(asn)]
         office = AvroCodec(topics.OFFICES, self.registry)
         self.producer.produce(topics.OFFICES.name, key=b"BENCH", value=office.encode(
@@ -155,8 +154,7 @@ class Peak:
                 {"nip": nip, "name": f"ASN {i}", "office_id": "BENCH",
                  "tpp_base_idr": 4_000_000}))
             self.producer.produce(topics.FACES.name, key=nip.encode(), value=tpl.encode(
-                {"nip": nip, "pack": v.pack_id, "sealed": sealed[i % len(sealed)],
-                 "enrolled_at": datetime.now(UTC)}))
+                faces.template_record(nip, enrolled[i % len(enrolled)], cipher)))
             self.producer.poll(0)
         self.producer.flush(60)
         self.raw = AvroCodec(topics.RAW, self.registry)

@@ -3,8 +3,10 @@ settings, the template key, enrollment onto the compacted hadir.ref.faces topic.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,15 +30,22 @@ def template_key(settings: Settings) -> bytes:
         return bytes.fromhex(settings.security.template_key_hex)
     path = settings.infra.home_path / "secrets" / "template.key"
     if not path.exists():
+        # Written whole under another name, then linked into place: workers starting together
+        # never read a half-written key, and the first link wins.
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".template.key.")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+            with contextlib.suppress(FileExistsError):
+                os.link(temp, path)
+        finally:
+            os.unlink(temp)
     return bytes.fromhex(path.read_text().strip())
 
 
 def template_record(nip: str, template: Template, cipher: TemplateCipher) -> dict[str, Any]:
-    return {"nip": nip, "pack": template.pack_id, "sealed": cipher.seal(template),
+    return {"nip": nip, "pack": template.pack_id, "sealed": cipher.seal(template, nip),
             "enrolled_at": datetime.now(UTC)}
 
 

@@ -95,8 +95,9 @@ IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "MPO")  # MPO: a JPEG with more pictures
 @dataclass(frozen=True, slots=True, eq=False)
 class DecodedImage:
     """An image ready for the models. ``bgr`` is H x W x 3 uint8 (OpenCV order) with the EXIF
-    orientation applied; large JPEGs are decoded at a reduced scale (1/2 .. 1/8, by the JPEG
-    decoder itself) as long as both sides stay at or above :data:`DETECT_SIZE`."""
+    orientation applied; large images are reduced (JPEGs by the JPEG decoder itself, 1/2 ..
+    1/8; PNG and WebP by whole factors after decoding, so a batch never holds full-size
+    pictures) as long as both sides stay at or above :data:`DETECT_SIZE`."""
 
     bgr: np.ndarray
     original_size: tuple[int, int]  # (width, height) as stored in the file
@@ -178,6 +179,9 @@ def decode_image(data: bytes, *, max_pixels: int = FacePolicy.max_pixels) -> Dec
         with contextlib.suppress(Exception):  # Pillow's EXIF parser raises many types:
             ImageOps.exif_transpose(image, in_place=True)  # a bad EXIF block is not a bad photo
         rgb = _flatten(image)
+    factor = min(rgb.size) // DETECT_SIZE
+    if factor > 1:  # PNG and WebP are decoded whole: reduce them as the JPEG decoder does
+        rgb = rgb.reduce(factor)
     bgr = cv2.cvtColor(np.asarray(rgb), cv2.COLOR_RGB2BGR)
     return DecodedImage(bgr=bgr, original_size=(width, height), phash=perceptual_hash(rgb))
 
@@ -451,10 +455,11 @@ class TemplateError(ValueError):
 
 class TemplateCipher:
     """Seals templates with AES-GCM. The blob carries the pack id in clear (to say which pack a
-    refused template belongs to) and authenticates it as associated data, so a template sealed
-    for another pack, or altered, is refused. The key is never logged or shown."""
+    refused template belongs to) and authenticates it, and the NIP it was enrolled for, as
+    associated data: a template sealed for another pack or another ASN (one colleague's face
+    copied under another's NIP), or altered, is refused. The key is never logged or shown."""
 
-    MAGIC = b"HFT1"
+    MAGIC = b"HFT2"  # HFT1 blobs were not bound to a NIP: they are refused, re-enroll
 
     def __init__(self, key: bytes, pack_id: str) -> None:
         if len(key) not in (16, 24, 32):
@@ -467,15 +472,20 @@ class TemplateCipher:
     def __repr__(self) -> str:
         return f"TemplateCipher(pack_id={self.pack_id!r}, key=<hidden>)"
 
-    def seal(self, template: Template) -> bytes:
+    def seal(self, template: Template, nip: str) -> bytes:
         if template.pack_id != self.pack_id:
             raise TemplateError(f"template of pack {template.pack_id!r} cannot be sealed for "
                                 f"pack {self.pack_id!r}")
         nonce = os.urandom(12)
         plain = struct.pack(">H", template.images) + template.embedding.astype("<f4").tobytes()
-        return self._header + nonce + self._aead.encrypt(nonce, plain, self._header)
+        return self._header + nonce + self._aead.encrypt(nonce, plain,
+                                                         self._header + nip.encode())
 
-    def open(self, blob: bytes) -> Template:
+    def open(self, blob: bytes, nip: str) -> Template:
+        """The template enrolled for ``nip``; :class:`TemplateError` if it is anyone else's."""
+        if blob.startswith(b"HFT1"):
+            raise TemplateError("template sealed before templates were bound to their NIP: "
+                                "re-enroll the ASN")
         if not blob.startswith(self.MAGIC) or len(blob) < len(self.MAGIC) + 2:
             raise TemplateError("not a sealed face template")
         (length,) = struct.unpack_from(">H", blob, len(self.MAGIC))
@@ -486,11 +496,15 @@ class TemplateCipher:
                                 f"verifier uses {self.pack_id!r}: re-enroll the ASN")
         nonce, sealed = blob[header_end:header_end + 12], blob[header_end + 12:]
         try:
-            plain = self._aead.decrypt(nonce, sealed, blob[:header_end])
+            plain = self._aead.decrypt(nonce, sealed, blob[:header_end] + nip.encode())
         except (InvalidTag, ValueError):
-            raise TemplateError("cannot open face template: wrong key or damaged data") from None
+            raise TemplateError(f"cannot open face template as {nip}'s: wrong key, another "
+                                "ASN's template, or damaged data") from None
         (images,) = struct.unpack_from(">H", plain)
-        return Template(np.frombuffer(plain[2:], "<f4").astype(np.float32), pack_id, images)
+        embedding = np.frombuffer(plain[2:], "<f4").astype(np.float32)
+        if not np.isfinite(embedding).all():
+            raise TemplateError("face template holds values that are not numbers")
+        return Template(embedding, pack_id, images)
 
 
 # --- replay ---------------------------------------------------------------------------------
@@ -754,7 +768,7 @@ class FaceVerifier:
             findings.append(Finding(Reason.MULTIPLE_FACES, {
                 "faces": usable, "min_face_px": self.policy.min_face_px}))
         similarity = self.similarity(embedding, template)
-        if similarity < self.threshold:
+        if not similarity >= self.threshold:  # NaN (a broken template) is no match either
             findings.append(Finding(Reason.FACE_MISMATCH, {
                 "similarity": round(similarity, 4), "threshold": self.threshold}))
         if spoof is not None and spoof >= self.policy.spoof_threshold:

@@ -117,12 +117,14 @@ def build_intake_app(settings: Settings) -> faust.App:
             templates.pop(nip, None)
             return
         try:
-            templates[value["nip"]] = cipher.open(value["sealed"]).embedding
+            if value["nip"] != nip:
+                raise TemplateError(f"the record's NIP is {value['nip']}")
+            templates[nip] = cipher.open(value["sealed"], nip).embedding
         except TemplateError as exc:
-            # Enrolled with another pack or key: the ASN must be re-enrolled; until then their
-            # check-ins say NO_TEMPLATE for a person to handle.
-            templates.pop(value["nip"], None)
-            log.error("face template of %s cannot be used: %s", value["nip"], exc)
+            # Enrolled with another pack or key, or not this ASN's: the ASN must be
+            # re-enrolled; until then their check-ins say NO_TEMPLATE for a person to handle.
+            templates.pop(nip, None)
+            log.error("face template under key %s cannot be used: %s", nip, exc)
 
     def on_selfie(_key: bytes | None, value: dict[str, Any] | None) -> None:
         # Entries of other kinds (band lists written before 2026-12) are derived locally now.

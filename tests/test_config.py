@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,3 +103,28 @@ def test_intake_workers_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None
     assert worker_env(s, "intake", 32) == {"HADIR_FACE_THREADS": "1"}
     assert worker_env(s, "core", 4) == {}
     assert worker_env(load(env={"HADIR_FACE_THREADS": "2"}), "intake", 4) == {}  # set: kept
+
+
+def _key_of(home: str, results: Any) -> None:
+    from hadir.faces import template_key
+
+    results.put(template_key(load(env={"HADIR_INFRA_HOME": home})))
+
+
+def test_workers_starting_together_share_one_whole_template_key(tmp_path: Path) -> None:
+    """The first start generates the key; workers started at once must all read that one
+    key, never a half-written file (a worker then sealed nothing it could open)."""
+    context = multiprocessing.get_context("fork")
+    for trial in range(15):
+        home = str(tmp_path / f"home-{trial}")
+        results = context.Queue()
+        procs = [context.Process(target=_key_of, args=(home, results)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        keys = [results.get(timeout=30) for _ in procs]
+        for p in procs:
+            p.join(10)
+        assert all(len(k) == 32 for k in keys) and len(set(keys)) == 1
+        key_file = Path(home) / "secrets" / "template.key"
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        assert [f.name for f in key_file.parent.iterdir()] == ["template.key"]

@@ -15,6 +15,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from processors.events import InvalidCheckin, Reason
 from processors.face import (
     DEFAULT_PACK_THRESHOLD,
+    DETECT_SIZE,
     EnrollmentError,
     FacePolicy,
     FaceResult,
@@ -31,6 +32,8 @@ from processors.face import (
 )
 from processors.face_models import ensure_default_pack, session, uint8_input_cached
 from tests.paths import FACES, LIVENESS
+
+NIP = "198001012005011001"
 
 
 def photo(name: str) -> bytes:
@@ -129,6 +132,18 @@ def test_png_with_alpha_is_composited(verifier: FaceVerifier, template: Template
     data = encode(rgba, "PNG")
     assert tuple(decode_image(data).bgr[2, 2]) == (255, 255, 255)
     assert verifier.verify(data, template.embedding).findings == []
+
+
+def test_large_png_is_reduced_like_a_large_jpeg(verifier: FaceVerifier,
+                                                 template: Template) -> None:
+    """A PNG is decoded whole; kept whole, a batch of 64 large ones held gigabytes."""
+    image = upright("img4.jpg")
+    big = image.resize((image.width * 4000 // image.height, 4000))
+    decoded = decode_image(encode(big, "PNG", compress_level=1))
+    assert DETECT_SIZE <= min(decoded.bgr.shape[:2]) < 2 * DETECT_SIZE
+    assert decoded.scale == pytest.approx(max(big.size) / max(decoded.bgr.shape[:2]))
+    assert verifier.verify(encode(big, "PNG", compress_level=1),
+                           template.embedding).findings == []
 
 
 def test_exif_orientation_is_applied(verifier: FaceVerifier, template: Template) -> None:
@@ -278,30 +293,45 @@ def test_enrollment_refuses_unusable_photos(verifier: FaceVerifier) -> None:
 def test_template_seal_and_open(verifier: FaceVerifier, template: Template) -> None:
     key = bytes(range(32))
     cipher = verifier.cipher(key)
-    blob = cipher.seal(template)
+    blob = cipher.seal(template, NIP)
     assert template.embedding.tobytes() not in blob
-    opened = cipher.open(blob)
+    opened = cipher.open(blob, NIP)
     assert opened.pack_id == template.pack_id and opened.images == template.images
     np.testing.assert_array_equal(opened.embedding, template.embedding)
     assert "embedding" not in repr(template) and key.hex() not in repr(cipher)
 
-    with pytest.raises(TemplateError, match="wrong key or damaged"):
-        TemplateCipher(bytes(32), verifier.pack_id).open(blob)
-    with pytest.raises(TemplateError, match="wrong key or damaged"):
-        cipher.open(blob[:-1] + bytes([blob[-1] ^ 1]))
+    with pytest.raises(TemplateError, match="wrong key"):
+        TemplateCipher(bytes(32), verifier.pack_id).open(blob, NIP)
+    with pytest.raises(TemplateError, match="damaged"):
+        cipher.open(blob[:-1] + bytes([blob[-1] ^ 1]), NIP)
+    # Bound to its ASN: a colleague's template copied under another NIP does not open.
+    with pytest.raises(TemplateError, match="another ASN's template"):
+        cipher.open(blob, "198001012005011002")
     other = TemplateCipher(key, "insightface:0123456789abcdef")
     with pytest.raises(TemplateError, match="re-enroll"):
-        other.open(blob)
+        other.open(blob, NIP)
     # The pack id is authenticated: relabelling the blob for another pack breaks it.
     relabelled = other._header + blob[len(cipher._header):]
-    with pytest.raises(TemplateError, match="wrong key or damaged"):
-        other.open(relabelled)
+    with pytest.raises(TemplateError, match="wrong key"):
+        other.open(relabelled, NIP)
     with pytest.raises(TemplateError, match="cannot be sealed"):
-        other.seal(template)
+        other.seal(template, NIP)
     with pytest.raises(TemplateError, match="not a sealed"):
-        cipher.open(b"garbage")
+        cipher.open(b"garbage", NIP)
+    with pytest.raises(TemplateError, match="re-enroll"):
+        cipher.open(b"HFT1" + blob[4:], NIP)  # sealed before templates named their ASN
     with pytest.raises(ValueError, match="16, 24 or 32 bytes"):
         TemplateCipher(b"short", verifier.pack_id)
+    broken = Template(np.full_like(template.embedding, np.nan), template.pack_id, 1)
+    with pytest.raises(TemplateError, match="not numbers"):
+        cipher.open(cipher.seal(broken, NIP), NIP)
+
+
+def test_a_template_that_is_not_a_number_matches_nothing(verifier: FaceVerifier,
+                                                         template: Template) -> None:
+    nan = np.full_like(template.embedding, np.nan)
+    result = verifier.verify(photo("img2.jpg"), nan)
+    assert [f.reason for f in result.findings] == [Reason.FACE_MISMATCH]
 
 
 # --- replay ---------------------------------------------------------------------------------
