@@ -316,11 +316,11 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from hadir.scenario import ScenarioError
     from hadir.serde import RegistryError, SerdeError
     from processors.events import InvalidCheckin
-    from processors.face import FaceModelError
+    from processors.face import EnrollmentError, FaceModelError, TemplateError
 
     return (ConfigError, InfraError, ScenarioError, RegistryError, SerdeError, InvalidCheckin,
-            FaceModelError, FileNotFoundError, PermissionError, TimeoutError, ClickHouseError,
-            KafkaException, ReportError)
+            FaceModelError, EnrollmentError, TemplateError, FileNotFoundError, PermissionError,
+            TimeoutError, ClickHouseError, KafkaException, ReportError)
 
 
 def _unreachable(exc: BaseException) -> bool:

@@ -363,9 +363,15 @@ def align_face(bgr: np.ndarray, face: Face, size: int = 112) -> np.ndarray:
 
 
 class _Liveness:
-    """The two MiniFASNet models, exactly as shared/models/liveness/README.md prescribes: a crop
-    of the face box scaled by 2.7 / 4.0 (kept inside the image), resized to 80 x 80, BGR 0..255
-    NCHW; softmax per model, summed; real score = summed class-1 probability / 2."""
+    """The two MiniFASNet models, fed exactly as shared/models/liveness/README.md prescribes: a
+    crop of the face box scaled by 2.7 / 4.0 (kept inside the image), resized to 80 x 80, BGR
+    0..255 NCHW; softmax per model, summed; real score = summed class-1 probability / 2.
+
+    The decision is not the pack's argmax over the three classes but a threshold on the spoof
+    score (1 - real score, ``FacePolicy.spoof_threshold``), so an operator can tune it: at the
+    default 0.5 a face is SPOOF unless "real" holds over half the probability, stricter than
+    argmax (0.45 real against 0.30 and 0.25 is real by argmax). SPOOF only sends a check-in
+    to review."""
 
     SIZE = 80
 
@@ -420,7 +426,7 @@ class _Liveness:
 
 @dataclass(slots=True)
 class FaceResult:
-    similarity: float | None  # cosine similarity of the largest face to the template
+    similarity: float | None  # of the largest face to the template (None: no face, no template)
     findings: list[Finding]
     faces: int  # faces detected (any size)
     phash: str  # perceptual hash of the selfie (16 hex digits), for ReplayIndex
@@ -688,6 +694,18 @@ class FaceVerifier:
                 prepared.live_crops = self._liveness.crops(bgr, face)
         return prepared
 
+    def self_check(self) -> None:
+        """Run every model once on a plain grey picture with a made-up face in it: raises when
+        the models cannot run at all, which is the machine's fault (GPU, memory), not any
+        selfie's."""
+        grey = np.full((DETECT_SIZE, DETECT_SIZE, 3), 128, np.uint8)
+        self.detect(grey)
+        face = Face(box=(256.0, 256.0, 128.0, 128.0), score=1.0,
+                    landmarks=(arcface_dst * (128 / 112) + 256).astype(np.float32))
+        self._embed_crops([align_face(grey, face)])
+        if self._liveness is not None:
+            self._liveness.spoof_scores([self._liveness.crops(grey, face)])
+
     def _try_prepare(self, data: bytes) -> _Prepared | InvalidCheckin:
         try:
             return self._prepare(data)
@@ -735,42 +753,50 @@ class FaceVerifier:
             raise result
         return result
 
-    def verify_many(self, items: Iterable[tuple[bytes, np.ndarray]]
+    def verify_many(self, items: Iterable[tuple[bytes, np.ndarray | None]]
                     ) -> list[FaceResult | InvalidCheckin]:
         """:meth:`verify` for a batch, in order; the recognizer and liveness models run batched.
-        A bad image yields its :class:`InvalidCheckin` in place instead of raising."""
+        A bad image yields its :class:`InvalidCheckin` in place instead of raising. Without a
+        template (an ASN not enrolled yet) a selfie is still checked for no face, several
+        faces and liveness; only the match is left out (``similarity`` None)."""
         batch = list(items)
         templates = [template for _, template in batch]
         prepared = self._prepare_many([data for data, _ in batch]) if batch else []
-        with_face = [p for p in prepared if isinstance(p, _Prepared) and p.crop is not None]
-        embeddings = iter(self._embed_crops([p.crop for p in with_face if p.crop is not None]))
-        spoof = iter(self._liveness.spoof_scores([p.live_crops or [] for p in with_face])
+        with_face = [p if isinstance(p, _Prepared) and p.crop is not None else None
+                     for p in prepared]
+        embeddings = iter(self._embed_crops([p.crop for p, t in zip(with_face, templates,
+                                                                    strict=True)
+                                             if p is not None and t is not None]))
+        spoof = iter(self._liveness.spoof_scores([p.live_crops or [] for p in with_face if p])
                      if self._liveness is not None else [])
         results: list[FaceResult | InvalidCheckin] = []
-        for p, template in zip(prepared, templates, strict=True):
+        for p, face, template in zip(prepared, with_face, templates, strict=True):
             if isinstance(p, InvalidCheckin):
                 results.append(p)
-                continue
-            results.append(self._judge(p, template,
-                                       next(embeddings) if p.crop is not None else None,
-                                       next(spoof, None) if p.crop is not None else None))
+            elif face is None:
+                results.append(FaceResult(None, [Finding(Reason.NO_FACE, {
+                    "det_score_threshold": self.policy.det_score_threshold})],
+                    0, p.decoded.phash, None))
+            else:
+                results.append(self._judge(face, template,
+                                           next(embeddings) if template is not None else None,
+                                           next(spoof, None)))
         return results
 
-    def _judge(self, p: _Prepared, template: np.ndarray, embedding: np.ndarray | None,
+    def _judge(self, p: _Prepared, template: np.ndarray | None, embedding: np.ndarray | None,
                spoof: float | None) -> FaceResult:
-        if embedding is None:
-            return FaceResult(None, [Finding(Reason.NO_FACE, {
-                "det_score_threshold": self.policy.det_score_threshold})],
-                0, p.decoded.phash, None)
+        """The findings of a selfie with a face; ``embedding`` is None without a template."""
         findings: list[Finding] = []
         usable = self._usable(p)
         if usable > 1:
             findings.append(Finding(Reason.MULTIPLE_FACES, {
                 "faces": usable, "min_face_px": self.policy.min_face_px}))
-        similarity = self.similarity(embedding, template)
-        if not similarity >= self.threshold:  # NaN (a broken template) is no match either
-            findings.append(Finding(Reason.FACE_MISMATCH, {
-                "similarity": round(similarity, 4), "threshold": self.threshold}))
+        similarity = None
+        if template is not None and embedding is not None:
+            similarity = self.similarity(embedding, template)
+            if not similarity >= self.threshold:  # NaN (a broken template) is no match either
+                findings.append(Finding(Reason.FACE_MISMATCH, {
+                    "similarity": round(similarity, 4), "threshold": self.threshold}))
         if spoof is not None and spoof >= self.policy.spoof_threshold:
             findings.append(Finding(Reason.SPOOF, {
                 "spoof_score": round(spoof, 4), "threshold": self.policy.spoof_threshold}))

@@ -21,7 +21,7 @@ from hadir.config import Settings
 from hadir.serde import AvroCodec, Registry, SerdeError
 from processors import geo
 from processors.events import Checkin, Finding, InvalidCheckin, Reason
-from processors.face import FaceResult, FaceVerifier, ReplayIndex, TemplateError, decode_image
+from processors.face import FaceResult, FaceVerifier, ReplayIndex, TemplateError
 from streams.app import DeadLetters, crash_only, input_batches, new_app, new_outbox, raw_topic
 from streams.records import checkin_from_raw, in_progress
 from streams.reference import ReferenceFollower
@@ -50,44 +50,26 @@ def face_chunks(checked: Sequence[tuple[Any, Checkin, list[Finding]]],
         yield chunk
 
 
-Judged = FaceResult | InvalidCheckin | str  # a face result, a bad selfie, or a phash alone
 FAILED = "face verification failed"  # a selfie the models raised on
 
 
-def judge(verifier: FaceVerifier, items: Sequence[tuple[Checkin, np.ndarray | None]],
-          max_pixels: int) -> list[Judged]:
-    """Each selfie's face result against its template, or where there is no template its
-    perceptual hash alone (for replay detection); a bad image is its InvalidCheckin. A selfie
-    that breaks the models (not merely a bad image) is found by judging the batch one by one,
-    and becomes a dead letter instead of a worker that fails on it forever. When every one
-    fails alone too, the fault is the machine's (the GPU, memory), not the selfies': it is
-    raised, and the worker restarts with the batch unjudged."""
+def judge(verifier: FaceVerifier, items: Sequence[tuple[bytes, np.ndarray | None]]
+          ) -> list[FaceResult | InvalidCheckin]:
+    """Each selfie's face result against its template (None: not enrolled; the selfie is still
+    checked); a bad image is its InvalidCheckin. When the batch fails, the verifier checks
+    itself on an image it knows: if that fails too the fault is the machine's (the GPU,
+    memory), not the selfies', and it is raised, so the worker restarts with the batch
+    unjudged. Otherwise the selfies are judged one by one, and one that breaks the models
+    (not merely a bad image) becomes a dead letter instead of a worker that fails on it
+    forever."""
     try:
-        return _judge_together(verifier, items, max_pixels)
+        return verifier.verify_many(items)
     except Exception as exc:
+        verifier.self_check()
         if len(items) == 1:
-            log.exception("face verification failed on %s", items[0][0].event_id)
+            log.error("face verification failed on one selfie: %s: %s", type(exc).__name__, exc)
             return [InvalidCheckin(f"{FAILED}: {type(exc).__name__}: {exc}")]
-        alone = [result for item in items for result in judge(verifier, [item], max_pixels)]
-        if all(isinstance(r, InvalidCheckin) and str(r).startswith(FAILED) for r in alone):
-            raise
-        return alone
-
-
-def _judge_together(verifier: FaceVerifier, items: Sequence[tuple[Checkin, np.ndarray | None]],
-                    max_pixels: int) -> list[Judged]:
-    with_template = [(c.selfie, t) for c, t in items if t is not None]
-    verified = iter(verifier.verify_many(with_template))  # type: ignore[arg-type]
-    out: list[Judged] = []
-    for c, t in items:
-        if t is not None:
-            out.append(next(verified))
-            continue
-        try:
-            out.append(decode_image(c.selfie or b"", max_pixels=max_pixels).phash)
-        except InvalidCheckin as exc:
-            out.append(exc)
-    return out
+        return [result for item in items for result in judge(verifier, [item])]
 
 
 def build_intake_app(settings: Settings) -> faust.App:
@@ -164,29 +146,25 @@ def build_intake_app(settings: Settings) -> faust.App:
 
     async def verify_and_forward(chunk: list[tuple[Any, Checkin, list[Finding]]]) -> None:
         """Verify the chunk's selfies (off the event loop), then send each check-in on."""
-        with_selfie = [(c, templates.get(c.nip)) for _, c, _ in chunk
+        with_selfie = [(c.selfie, templates.get(c.nip)) for _, c, _ in chunk
                        if c.selfie is not None]
         loop = asyncio.get_running_loop()
-        results = iter(await loop.run_in_executor(None, judge, verifier, with_selfie,
-                                                  settings.face.max_pixels)
-                       if with_selfie else ())
+        judged = await loop.run_in_executor(None, judge, verifier, with_selfie)
+        results = iter(zip(judged, (t for _, t in with_selfie), strict=True))
         for event, checkin, found in chunk:
             similarity = spoof = None
             if checkin.selfie is None:
                 found.append(Finding(Reason.NO_SELFIE, {}))
             else:
-                result = next(results)
+                result, template = next(results)
                 if isinstance(result, InvalidCheckin):
                     dlq.add(outbox, event, f"selfie: {result}")
                     continue
-                if isinstance(result, str):
-                    phash = result
+                if template is None:
                     found.append(Finding(Reason.NO_TEMPLATE, {"nip": checkin.nip}))
-                else:
-                    phash = result.phash
-                    similarity, spoof = result.similarity, result.spoof_score
-                    found.extend(result.findings)
-                again = replay.check_and_add(phash, checkin.event_id, checkin.nip)
+                similarity, spoof = result.similarity, result.spoof_score
+                found.extend(result.findings)
+                again = replay.check_and_add(result.phash, checkin.event_id, checkin.nip)
                 if again:
                     found.append(again)
             m = event.message

@@ -122,6 +122,14 @@ def test_face_compare_of_a_non_image_is_a_message(tmp_path: Path) -> None:
     assert "hadir: error:" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_enrolling_a_photo_that_cannot_make_a_template_is_a_message() -> None:
+    """Refused before anything is started or published."""
+    result = run("face", "enroll", "198001012005011001", str(FACES / "couple.jpg"))
+    assert result.returncode == 1
+    assert "hadir: error: photo 0:" in result.stderr and "faces" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_tables_for_people_align_numbers_and_wrap_only_free_text() -> None:
     nip = "198501012010011001"
     text = render_table(

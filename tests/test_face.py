@@ -386,6 +386,7 @@ def test_liveness_on_the_samples(verifier: FaceVerifier, models: Path,
                                 template: Template) -> None:
     assert not verifier.liveness_enabled
     live = FaceVerifier(FacePolicy(liveness_dir=str(LIVENESS)), cache_dir=models)
+    live.self_check()  # every model runs, liveness included
     assert live.liveness_enabled
     scores = {}
     for name in ("image_F1.jpg", "image_F2.jpg", "image_T1.jpg"):
@@ -431,32 +432,42 @@ def test_policy_is_validated(bad: dict[str, object]) -> None:
 
 
 def test_a_selfie_that_breaks_the_models_is_judged_alone(verifier: FaceVerifier,
-                                                         template: Template) -> None:
+                                                         template: Template,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """The intake judges a face batch together; a selfie that makes the models raise (here a
-    template of the wrong size) must not fail the whole batch, and on every redelivery."""
-    from datetime import UTC, datetime
-
-    from processors.events import Checkin, CheckinType
+    template of the wrong size) must not fail the whole batch, and on every redelivery. When
+    the models cannot run at all, that is raised, even for a batch of one."""
     from streams.intake import judge
 
-    at = datetime(2026, 11, 30, 0, 30, tzinfo=UTC)
-
-    def checkin(n: int, name: str) -> Checkin:
-        return Checkin(f"e{n}", "198001012005011001", "d", CheckinType.IN, at, at, -2.4, 106.4,
-                       10.0, False, selfie=photo(name))
-
-    items = [(checkin(0, "img1.jpg"), template.embedding),
-             (checkin(1, "img2.jpg"), np.zeros(7, np.float32)),
-             (checkin(2, "img3.jpg"), None)]
-    good, broken, hashed = judge(verifier, items, 25_000_000)
+    items = [(photo("img1.jpg"), template.embedding),
+             (photo("img2.jpg"), np.zeros(7, np.float32)),
+             (photo("img3.jpg"), None)]
+    good, broken, unenrolled = judge(verifier, items)
     assert isinstance(good, FaceResult) and good.similarity >= verifier.threshold
     assert isinstance(broken, InvalidCheckin)
     assert str(broken).startswith("face verification failed: ValueError")
-    assert isinstance(hashed, str) and len(hashed) == 16
-    # Every selfie failing alone as well is the machine's fault: raised, nothing dead-lettered.
-    with pytest.raises(ValueError):
-        judge(verifier, [items[1], (checkin(3, "img4.jpg"), np.zeros(5, np.float32))],
-              25_000_000)
+    assert isinstance(unenrolled, FaceResult) and unenrolled.findings == []
+    (alone,) = judge(verifier, [items[1]])
+    assert str(alone).startswith("face verification failed: ValueError")
+
+    def out_of_memory(crops: list[np.ndarray]) -> np.ndarray:
+        raise RuntimeError("CUDA failure 2: out of memory")
+
+    monkeypatch.setattr(verifier, "_embed_crops", out_of_memory)
+    for batch in (items[:1], items[:2]):
+        with pytest.raises(RuntimeError, match="out of memory"):
+            judge(verifier, batch)
+
+
+def test_a_selfie_without_a_template_is_still_checked(verifier: FaceVerifier) -> None:
+    """An ASN not enrolled yet: no match is possible, but no face, several faces (and, with
+    the pack, liveness) are judged as for everyone else."""
+    blank = encode(Image.new("RGB", (640, 480), (200, 180, 160)))
+    no_face, couple = verifier.verify_many([(blank, None), (photo("couple.jpg"), None)])
+    assert isinstance(no_face, FaceResult) and isinstance(couple, FaceResult)
+    assert [f.reason for f in no_face.findings] == [Reason.NO_FACE]
+    assert [f.reason for f in couple.findings] == [Reason.MULTIPLE_FACES]
+    assert couple.similarity is None and couple.faces == 2
 
 
 def test_replay_index_workers_share_one_record_per_new_hash() -> None:
