@@ -700,8 +700,10 @@ class Geofences:
 
 def check_fix(checkin: Checkin, policy: GeoPolicy = DEFAULT_POLICY) -> list[Finding]:
     """Sanity of the phone's fix. Raises :class:`InvalidCheckin` when it cannot be judged at all
-    (coordinates not finite or out of range, exactly 0,0 "null island", accuracy missing,
-    negative or not finite); returns MOCK_LOCATION and LOW_ACCURACY findings otherwise."""
+    (coordinates not finite or out of range, exactly 0,0 "null island", accuracy negative or
+    not finite); returns MOCK_LOCATION and LOW_ACCURACY findings otherwise. A fix without an
+    accuracy (the schema allows it) is LOW_ACCURACY: judged, and reviewed by a person, rather
+    than a dead letter the ASN never hears of."""
     lat, lon, acc = checkin.lat, checkin.lon, checkin.accuracy_m
     if not _valid_latlon(lat, lon):
         raise InvalidCheckin(
@@ -712,20 +714,19 @@ def check_fix(checkin: Checkin, policy: GeoPolicy = DEFAULT_POLICY) -> list[Find
         raise InvalidCheckin(
             f"event {checkin.event_id}: position 0,0 ('null island'): the phone sent no fix"
         )
-    if acc is None:
-        raise InvalidCheckin(f"event {checkin.event_id}: accuracy_m is missing")
-    if not _is_number(acc) or not math.isfinite(acc) or acc < 0:
+    if acc is not None and (not _is_number(acc) or not math.isfinite(acc) or acc < 0):
         raise InvalidCheckin(
             f"event {checkin.event_id}: accuracy_m={acc!r} is not a finite number >= 0"
         )
     findings: list[Finding] = []
     if checkin.mock_location:
         findings.append(Finding(Reason.MOCK_LOCATION, {"mock_location": True}))
-    if acc > policy.low_accuracy_m:
+    if acc is None or acc > policy.low_accuracy_m:
         findings.append(
             Finding(
                 Reason.LOW_ACCURACY,
-                {"accuracy_m": float(acc), "low_accuracy_m": float(policy.low_accuracy_m)},
+                {"accuracy_m": None if acc is None else float(acc),
+                 "low_accuracy_m": float(policy.low_accuracy_m)},
             )
         )
     return findings
@@ -760,13 +761,11 @@ class Fix:
             )
 
     @classmethod
-    def from_checkin(cls, checkin: Checkin) -> Fix:
-        """The fix of a check-in that passed :func:`check_fix`."""
-        if checkin.accuracy_m is None:
-            raise InvalidCheckin(f"event {checkin.event_id}: accuracy_m is missing")
-        return cls(
-            checkin.lat, checkin.lon, checkin.accuracy_m, checkin.server_time, checkin.event_id
-        )
+    def from_checkin(cls, checkin: Checkin, policy: GeoPolicy = DEFAULT_POLICY) -> Fix:
+        """The fix of a check-in that passed :func:`check_fix`; one without an accuracy is
+        taken as accurate to ``policy.low_accuracy_m`` (the least a usable fix promises)."""
+        accuracy = policy.low_accuracy_m if checkin.accuracy_m is None else checkin.accuracy_m
+        return cls(checkin.lat, checkin.lon, accuracy, checkin.server_time, checkin.event_id)
 
 
 def impossible_travel(
@@ -901,7 +900,7 @@ def bench_geo(
         for c in checkins:
             findings = check_fix(c, policy)
             result = fences.locate(office_of[c.nip], c.lat, c.lon)
-            fix = Fix.from_checkin(c)
+            fix = Fix.from_checkin(c, policy)
             jump = impossible_travel(last.get(c.nip), fix, policy)
             last[c.nip] = fix
             outside += not result.inside

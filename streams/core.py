@@ -70,6 +70,7 @@ def person_step(record: dict[str, Any], state: dict[str, Any] | None, ref: Refer
     checkin = checkin_from_progress(record)
     found: list[Finding] = []
     employee = ref.employees.get(checkin.nip)
+    measured = False
     if employee is None:
         found.append(fraud.unknown_employee(checkin.nip))
     else:
@@ -80,20 +81,21 @@ def person_step(record: dict[str, Any], state: dict[str, Any] | None, ref: Refer
             where = ref.geofences.locate(employee["office_id"], checkin.lat, checkin.lon)
             record["h3_cell"] = where.h3_cell
             record["distance_m"] = where.distance_m
+            measured = True
             if not where.inside and excuse is not ExcuseKind.DINAS_LUAR:
                 found.append(Finding(Reason.OUTSIDE_GEOFENCE, {
                     "office_id": employee["office_id"], "distance_m": round(where.distance_m, 1),
                     "tolerance_m": geo_policy.geofence_tolerance_m}))
-        else:
-            record["h3_cell"] = geo.h3_cell(checkin.lat, checkin.lon, geo_policy.h3_resolution)
-            if excuse is not ExcuseKind.DINAS_LUAR:
-                found.append(Finding(Reason.OUTSIDE_GEOFENCE, {
-                    "office_id": employee["office_id"], "error": "office has no geofence"}))
+        elif excuse is not ExcuseKind.DINAS_LUAR:
+            found.append(Finding(Reason.OUTSIDE_GEOFENCE, {
+                "office_id": employee["office_id"], "error": "office has no geofence"}))
+    if not measured:  # no office to measure against: the cell still puts it on the map
+        record["h3_cell"] = geo.h3_cell(checkin.lat, checkin.lon, geo_policy.h3_resolution)
     prev = None
     if state and state.get("fix"):
         f = state["fix"]
         prev = Fix(f["lat"], f["lon"], f["accuracy_m"], from_epoch_ms(f["at"]), f["event_id"])
-    current = Fix.from_checkin(checkin)
+    current = Fix.from_checkin(checkin, geo_policy)
     jump = geo.impossible_travel(prev, current, geo_policy)
     if jump:
         found.append(jump)

@@ -76,8 +76,10 @@ def test_a_mock_location_fix_is_not_kept() -> None:
 
 
 def test_unknown_employee_and_official_duty_elsewhere() -> None:
-    reasons, _ = _person(_record([], nip="199001012015011002"), None)
+    stranger = _record([], nip="199001012015011002")
+    reasons, _ = _person(stranger, None)
     assert reasons == {"UNKNOWN_EMPLOYEE"}
+    assert stranger["h3_cell"]  # on the compliance team's map like every other check-in
     ref = _reference()
     away = _record([], lat=KOBA[0] + 0.02)
     assert _person(dict(away), None, ref)[0] == {"OUTSIDE_GEOFENCE"}

@@ -376,7 +376,6 @@ def checkin(**kw: object) -> Checkin:
         ({"lat": True}, "lat=True"),
         ({"lat": "-2.48"}, "lat='-2.48'"),
         ({"lat": 0.0, "lon": 0.0}, "null island"),
-        ({"accuracy_m": None}, "accuracy_m is missing"),
         ({"accuracy_m": -1.0}, "accuracy_m=-1.0"),
         ({"accuracy_m": math.nan}, "accuracy_m=nan"),
         ({"accuracy_m": math.inf}, "accuracy_m=inf"),
@@ -391,6 +390,8 @@ def test_check_fix_rejects_unjudgeable_fixes(kw: dict, needle: str) -> None:
 
 def test_check_fix_findings() -> None:
     assert check_fix(checkin()) == []
+    (unknown,) = check_fix(checkin(accuracy_m=None))  # judged and reviewed, not refused
+    assert unknown.reason is Reason.LOW_ACCURACY and unknown.evidence["accuracy_m"] is None
     assert check_fix(checkin(accuracy_m=0.0)) == []
     assert check_fix(checkin(accuracy_m=100.0)) == []  # the threshold itself is fine
     assert check_fix(checkin(lat=0.0, lon=106.4)) == []  # on the equator is not null island
@@ -477,8 +478,8 @@ def test_travel_thresholds_follow_policy() -> None:
 def test_fix_from_checkin() -> None:
     f = Fix.from_checkin(checkin(event_id="ev-9"))
     assert (f.lat, f.lon, f.accuracy_m, f.at, f.event_id) == (*KOBA, 12.0, T0, "ev-9")
-    with pytest.raises(InvalidCheckin):
-        Fix.from_checkin(checkin(accuracy_m=None))
+    unknown = Fix.from_checkin(checkin(accuracy_m=None), GeoPolicy(low_accuracy_m=80))
+    assert unknown.accuracy_m == 80.0
     for bad_fix in (
         (math.nan, 106.4, 5.0),
         (-2.5, 106.4, math.nan),
