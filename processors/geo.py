@@ -808,6 +808,25 @@ def impossible_travel(
     )
 
 
+def impossible_travel_between(
+    before: Fix | None, cur: Fix, after: Fix | None, policy: GeoPolicy = DEFAULT_POLICY
+) -> Finding | None:
+    """:func:`impossible_travel` of ``cur`` against the same NIP's fixes just before and just
+    after it in server time. A check-in that arrives late lies between two known fixes, and a
+    jump to either is impossible travel (against only the newest fix, a late check-in far
+    from an earlier one escaped). The evidence names the other check-in as
+    ``previous_event_id``, or ``next_event_id`` when it is the later one."""
+    jump = impossible_travel(before, cur, policy)
+    if jump is not None or after is None:
+        return jump
+    jump = impossible_travel(after, cur, policy)
+    if jump is None:
+        return None
+    evidence = dict(jump.evidence)
+    evidence["next_event_id"] = evidence.pop("previous_event_id")
+    return Finding(jump.reason, evidence)
+
+
 # --------------------------------------------------------------------------------------------
 # Benchmark
 

@@ -1,7 +1,8 @@
 """The person and device steps of the pipeline, as plain code the faust agents call.
 
 Person step (state per NIP, input keyed by NIP): duplicate event ids, unknown employee, geofence
-(skipped on a DINAS_LUAR day: official duty elsewhere), impossible travel, clock skew.
+(skipped on a DINAS_LUAR day: official duty elsewhere), impossible travel (against the fixes
+just before and after in server time, from a day of them), clock skew.
 Device step (state per device_id, input repartitioned by device): shared device, then the
 verdict and its alerts.
 
@@ -34,6 +35,8 @@ from streams.records import (
 )
 
 RECENT_EVENTS = 64  # per NIP / per device: enough to catch re-sent events
+FIX_HORIZON_MS = 24 * 3600 * 1000  # per NIP, a day of fixes: late check-ins fall between them
+MAX_FIXES = 8
 
 
 @dataclass
@@ -58,9 +61,31 @@ def _remember(state: dict[str, Any] | None, event_id: str) -> list[str]:
     return recent[-RECENT_EVENTS:]
 
 
-# Fixes from these check-ins are not where the person was, so they never become the
-# "previous fix" that impossible travel compares against.
+# Fixes from these check-ins are not where the person was, so impossible travel never
+# compares against them.
 _UNTRUSTED_FIX = {Reason.MOCK_LOCATION.value, Reason.IMPOSSIBLE_TRAVEL.value}
+
+
+def _fixes(state: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The NIP's recent trusted fixes, oldest first (state written before 2026-12 held one)."""
+    if not state:
+        return []
+    if "fixes" in state:
+        return list(state["fixes"])
+    return [state["fix"]] if state.get("fix") else []
+
+
+def _as_fix(f: dict[str, Any] | None) -> Fix | None:
+    if f is None:
+        return None
+    return Fix(f["lat"], f["lon"], f["accuracy_m"], from_epoch_ms(f["at"]), f["event_id"])
+
+
+def _kept(fixes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Oldest first, the last day's (before the newest), at most MAX_FIXES."""
+    fixes.sort(key=lambda f: f["at"])
+    newest = fixes[-1]["at"]
+    return [f for f in fixes if f["at"] >= newest - FIX_HORIZON_MS][-MAX_FIXES:]
 
 
 def person_step(record: dict[str, Any], state: dict[str, Any] | None, ref: Reference,
@@ -91,12 +116,12 @@ def person_step(record: dict[str, Any], state: dict[str, Any] | None, ref: Refer
                 "office_id": employee["office_id"], "error": "office has no geofence"}))
     if not measured:  # no office to measure against: the cell still puts it on the map
         record["h3_cell"] = geo.h3_cell(checkin.lat, checkin.lon, geo_policy.h3_resolution)
-    prev = None
-    if state and state.get("fix"):
-        f = state["fix"]
-        prev = Fix(f["lat"], f["lon"], f["accuracy_m"], from_epoch_ms(f["at"]), f["event_id"])
+    fixes = _fixes(state)
     current = Fix.from_checkin(checkin, geo_policy)
-    jump = geo.impossible_travel(prev, current, geo_policy)
+    at = epoch_ms(current.at)
+    before = next((f for f in reversed(fixes) if f["at"] <= at), None)
+    after = next((f for f in fixes if f["at"] > at), None)
+    jump = geo.impossible_travel_between(_as_fix(before), current, _as_fix(after), geo_policy)
     if jump:
         found.append(jump)
     skew = fraud.clock_skew(checkin, fraud_policy)
@@ -104,13 +129,11 @@ def person_step(record: dict[str, Any], state: dict[str, Any] | None, ref: Refer
         found.append(skew)
     add_findings(record, found)
     reasons = {f["reason"] for f in record["findings"]}
-    keep_fix = state.get("fix") if state else None
-    at = epoch_ms(current.at)
-    # A check-in that arrives after a later one (by server time) does not replace its fix.
-    if not reasons & _UNTRUSTED_FIX and (keep_fix is None or at >= keep_fix["at"]):
-        keep_fix = {"lat": current.lat, "lon": current.lon, "accuracy_m": current.accuracy_m,
-                    "at": at, "event_id": current.event_id}
-    return record, {"fix": keep_fix, "recent": _remember(state, checkin.event_id)}
+    if not reasons & _UNTRUSTED_FIX:
+        fixes = _kept([*fixes, {"lat": current.lat, "lon": current.lon,
+                                "accuracy_m": current.accuracy_m, "at": at,
+                                "event_id": current.event_id}])
+    return record, {"fixes": fixes, "recent": _remember(state, checkin.event_id)}
 
 
 Decision = tuple[dict[str, Any], list[dict[str, Any]]]  # a verdict and its alerts

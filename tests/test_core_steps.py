@@ -49,30 +49,72 @@ def _person(record: dict[str, Any], state: dict[str, Any] | None,
 def test_person_step_judges_the_fix_and_keeps_it() -> None:
     reasons, state = _person(_record([]), None)
     assert reasons == set()
-    first = state["fix"]["event_id"]
+    first = state["fixes"][-1]["event_id"]
     # 50 km ten minutes later: impossible, and not kept as where the person is
     far = _record([], at=AT + timedelta(minutes=10), lat=KOBA[0] + 0.45)
     reasons, state = _person(far, state)
     assert reasons == {"IMPOSSIBLE_TRAVEL", "OUTSIDE_GEOFENCE"}
-    assert state["fix"]["event_id"] == first
+    assert [f["event_id"] for f in state["fixes"]] == [first]
     assert state["recent"][-1] == far["event_id"]
 
 
-def test_a_late_check_in_is_judged_but_does_not_replace_the_newer_fix() -> None:
+def test_a_late_check_in_is_judged_against_the_fixes_either_side_of_it() -> None:
+    """On official duty 50 km away (no geofence that day): in at the office at 07:30, at the
+    duty site by 15:30. A check-in from the duty site stamped 07:35 that arrives last was
+    compared with 15:30 alone (50 km in 8 h) and passed; 5 minutes after the office it is
+    impossible, whatever the order of arrival."""
+    ref = _reference()
+    ref.excuses[NIP] = [Excuse(NIP, date(2026, 11, 30), date(2026, 11, 30),
+                               ExcuseKind.DINAS_LUAR)]
+    duty = KOBA[0] + 0.45
+    office = _record([], at=AT)
+    afternoon = _record([], at=AT + timedelta(hours=8), lat=duty)
+    late = _record([], at=AT + timedelta(minutes=5), lat=duty)
+    _, state = _person(office, None, ref)
+    reasons, state = _person(afternoon, state, ref)
+    assert reasons == set()
+    reasons, state = _person(late, state, ref)
+    assert reasons == {"IMPOSSIBLE_TRAVEL"}
+    (jump,) = late["findings"]
+    assert json.loads(jump["evidence"])["previous_event_id"] == office["event_id"]
+    assert [f["event_id"] for f in state["fixes"]] == [office["event_id"],
+                                                       afternoon["event_id"]]
+    # One that lies between two fixes and agrees with both is kept among them, in order.
+    lunch = _record([], at=AT + timedelta(hours=4), lat=KOBA[0] + 0.2)
+    reasons, state = _person(lunch, state, ref)
+    assert reasons == set()
+    assert [f["event_id"] for f in state["fixes"]] == [office["event_id"], lunch["event_id"],
+                                                       afternoon["event_id"]]
+
+
+def test_a_late_check_in_far_from_the_next_fix_names_it() -> None:
     _, state = _person(_record([]), None)
-    newest = state["fix"]
-    # 5 km away five minutes *before* the fix already held: 60 km/h, possible
-    late = _record([], at=AT - timedelta(minutes=5), lat=KOBA[0] + 0.045)
-    reasons, state = _person(late, state)
-    assert reasons == {"OUTSIDE_GEOFENCE"}
-    assert state["fix"] == newest
+    early = _record([], at=AT - timedelta(minutes=5), lat=KOBA[0] + 0.45)
+    reasons, _ = _person(early, state)
+    assert "IMPOSSIBLE_TRAVEL" in reasons
+    jump = next(json.loads(f["evidence"]) for f in early["findings"]
+                if f["reason"] == "IMPOSSIBLE_TRAVEL")
+    assert jump["next_event_id"] == state["fixes"][-1]["event_id"]
+    assert "previous_event_id" not in jump
+
+
+def test_fixes_are_kept_for_a_day_and_state_from_before_is_read() -> None:
+    _, state = _person(_record([]), None)
+    old = state["fixes"][0]
+    for hours in (10, 20, 30):
+        _, state = _person(_record([], at=AT + timedelta(hours=hours)), state)
+    assert [f["at"] for f in state["fixes"]] == [old["at"] + h * 3_600_000 for h in (10, 20, 30)]
+    # A person-state record written by the previous version (one "fix") still judges.
+    far = _record([], at=AT + timedelta(minutes=10), lat=KOBA[0] + 0.45)
+    reasons, _ = _person(far, {"fix": old, "recent": []})
+    assert "IMPOSSIBLE_TRAVEL" in reasons
 
 
 def test_a_mock_location_fix_is_not_kept() -> None:
     _, state = _person(_record([]), None)
     mocked = _record([Finding(Reason.MOCK_LOCATION, {})], at=AT + timedelta(minutes=1))
     reasons, after = _person(mocked, state)
-    assert "MOCK_LOCATION" in reasons and after["fix"] == state["fix"]
+    assert "MOCK_LOCATION" in reasons and after["fixes"] == state["fixes"]
 
 
 def test_unknown_employee_and_official_duty_elsewhere() -> None:
