@@ -169,3 +169,31 @@ def test_a_reason_the_policy_lets_pass_raises_no_alert() -> None:
     (verdict, alerts), _, _ = device_step(record, None, lenient, AT)
     assert verdict["verdict"] == "ACCEPTED" and verdict["reasons"] == ["LOW_ACCURACY"]
     assert alerts == []
+
+
+def test_a_shared_device_found_late_revises_the_verdict_already_given() -> None:
+    """The device stage sees the later check-in first (accepted: nobody else used the phone
+    yet); when the earlier one of another ASN arrives, the later one is revised to REVIEW
+    with only its new SHARED_DEVICE alert, the revision newer than the first verdict, and the
+    stored state keeps the revised record."""
+    borrower = "199001012015011002"
+    later = _record([], at=AT + timedelta(minutes=3), nip=borrower)
+    earlier = _record([], at=AT)
+    (first, alerts), revised, state = device_step(dict(later), None, FraudPolicy(), AT)
+    assert first["verdict"] == "ACCEPTED" and alerts == [] and revised == []
+    decided = AT + timedelta(seconds=5)
+    (verdict, alerts), revised, state = device_step(dict(earlier), state, FraudPolicy(),
+                                                    decided)
+    assert verdict["verdict"] == "ACCEPTED" and alerts == []  # the phone's first user
+    ((again, new_alerts),) = revised
+    assert again["event_id"] == later["event_id"] and again["verdict"] == "REVIEW"
+    assert again["reasons"] == ["SHARED_DEVICE"] and again["decided_at"] > decided
+    (alert,) = new_alerts
+    assert alert["rule"] == "SHARED_DEVICE"
+    assert json.loads(alert["evidence"])["other_nips"] == [NIP]
+    stored = {u[2]: u[4] for u in state["uses"]}
+    assert [f["reason"] for f in stored[later["event_id"]]["findings"]] == ["SHARED_DEVICE"]
+    # The first user again, a minute later: the borrower is not revised a second time.
+    _, revised, _ = device_step(_record([], at=AT + timedelta(minutes=1)), state,
+                                FraudPolicy(), decided)
+    assert revised == []
