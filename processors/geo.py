@@ -597,8 +597,7 @@ class Geofences:
     For each office an H3 cover at ``policy.cover_resolution`` classifies every cell that
     touches the polygon buffered by the tolerance: wholly inside the polygon, wholly within the
     tolerance, or straddling an edge. :meth:`locate` answers from the cover when the fix's cell
-    is wholly inside (distance 0) and measures exactly otherwise; :meth:`is_inside` also answers
-    "within tolerance" and "certainly outside" from the cover alone.
+    is wholly inside (distance 0) and measures exactly otherwise.
 
     Not thread-safe for concurrent :meth:`update` calls; a single replacement is atomic for
     readers (the dict entry is swapped once the new index is built).
@@ -632,9 +631,6 @@ class Geofences:
 
     def office(self, office_id: str) -> Office:
         return self._get(office_id).office
-
-    def office_ids(self) -> list[str]:
-        return sorted(self._index)
 
     def _get(self, office_id: str) -> _CompiledOffice:
         try:
@@ -673,17 +669,6 @@ class Geofences:
         _, verdict_cell = self._cells(comp, lat, lon)
         d = comp.distance_m(lat, lon)
         return GeofenceResult(d <= self._policy.geofence_tolerance_m, d, verdict_cell)
-
-    def is_inside(self, office_id: str, lat: float, lon: float) -> bool:
-        """Only the yes/no answer; settled by the cover alone unless the cell straddles an edge."""
-        comp = self._get(office_id)
-        cell, _ = self._cells(comp, lat, lon)
-        cls = comp.cover.get(cell)
-        if cls is None:
-            return False
-        if cls != _EDGE:
-            return True
-        return comp.distance_m(lat, lon) <= self._policy.geofence_tolerance_m
 
     def cover_class(self, office_id: str, lat: float, lon: float) -> str:
         """Which path :meth:`locate` takes: 'interior', 'within_tolerance', 'edge' or
