@@ -135,8 +135,14 @@ def publish_events(settings: Settings, events: list[Event]) -> dict[tuple[int, i
             where[(msg.partition(), msg.offset())] = event_id
 
     for e in events:
-        p.produce(topics.RAW.name, key=e.nip.encode(), value=codec.encode(_record(e)),
-                  on_delivery=lambda err, msg, i=e.event_id: delivered(err, msg, i))
+        value = codec.encode(_record(e))
+        while True:
+            try:
+                p.produce(topics.RAW.name, key=e.nip.encode(), value=value,
+                          on_delivery=lambda err, msg, i=e.event_id: delivered(err, msg, i))
+                break
+            except BufferError:  # the local queue is full (a day of large selfies): drain it
+                p.poll(1)
         p.poll(0)
     _flush(p)
     return where

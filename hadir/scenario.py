@@ -22,7 +22,9 @@ from typing import Any
 from processors.attendance import Excuse
 from processors.geo import GeofenceError, Office, parse_offices
 
-NIP = re.compile(r"^\d{18}$")
+NIP = re.compile(r"^[0-9]{18}$")
+MAX_SELFIE_BYTES = 3_900_000  # with the rest of its record, under replay's 4 MB messages
+MAX_TPP_IDR = 2**63 - 1  # an Avro long
 EMPLOYEE_COLUMNS = ["nip", "name", "office_id", "tpp_base_idr", "photo"]
 EXCUSE_COLUMNS = ["nip", "date_from", "date_to", "kind"]
 EVENT_FIELDS = ("event_id", "nip", "device_id", "type", "server_time", "client_time", "lat",
@@ -79,7 +81,7 @@ def _time(value: Any, where: str, problems: list[str], required: bool = True) ->
     if value is None and not required:
         return None
     try:
-        t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        t = datetime.fromisoformat(re.sub(r"[zZ]$", "+00:00", str(value)))
     except ValueError:
         problems.append(f"{where}: {value!r} is not an RFC 3339 time")
         return None
@@ -89,34 +91,66 @@ def _time(value: Any, where: str, problems: list[str], required: bool = True) ->
     return t
 
 
-def _offices(root: Path, problems: list[str]) -> tuple[list[Office], dict[str, dict[str, Any]]]:
-    path = root / "offices.geojson"
+def _inside(root: Path, relative: str, what: str, where: str,
+            problems: list[str]) -> Path | None:
+    """A file named relative to the folder, which must lie inside it (no absolute paths, no
+    ``..`` or symbolic links out of it: its bytes are published)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        path = (root / relative).resolve()
+        if Path(relative).is_absolute() or not path.is_relative_to(root.resolve()):
+            problems.append(f"{where}: {what} {relative} is not inside the scenario folder")
+            return None
+        if not path.is_file():
+            problems.append(f"{where}: {what} {relative} does not exist")
+            return None
+        return path
+    except OSError as exc:
+        problems.append(f"{where}: {what} {relative[:80]!r}: {exc.strerror}")
+        return None
+
+
+def _read_json(path: Path, problems: list[str]) -> Any:
+    """The file's JSON (a byte-order mark allowed), or None with the problem noted."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         problems.append(f"{path}: missing")
-        return [], {}
     except UnicodeDecodeError as exc:
         problems.append(_not_utf8(path, exc))
-        return [], {}
     except json.JSONDecodeError as exc:
         problems.append(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}")
+    except (ValueError, RecursionError) as exc:  # a 5,000-digit number, nesting too deep
+        problems.append(f"{path}: not usable JSON: {type(exc).__name__}")
+    except OSError as exc:
+        problems.append(f"{path}: cannot be read: {exc.strerror}")
+    return None
+
+
+def _offices(root: Path, problems: list[str]) -> tuple[list[Office], dict[str, dict[str, Any]]]:
+    path = root / "offices.geojson"
+    data = _read_json(path, problems)
+    if data is None:
         return [], {}
     try:
         offices = parse_offices(data)
-    except GeofenceError as exc:
+    except (GeofenceError, OverflowError) as exc:
         problems.append(f"{path}: {exc}")
+        return [], {}
+    if not offices:
+        problems.append(f"{path}: no offices (every employee's office must be in it)")
         return [], {}
     features = {f["properties"]["office_id"]: f for f in data.get("features", [])}
     return offices, features
 
 
-def _employees(root: Path, office_ids: set[str], problems: list[str]) -> list[Employee]:
+def _employees(root: Path, office_ids: set[str] | None,
+               problems: list[str]) -> list[Employee]:
+    """``office_ids`` None: offices.geojson could not be read (its problem is reported)."""
     path = root / "employees.csv"
     out: list[Employee] = []
     seen: set[str] = set()
     try:
-        with path.open(newline="", encoding="utf-8") as f:
+        with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             if reader.fieldnames != EMPLOYEE_COLUMNS:
                 problems.append(f"{path}:1: header must be {','.join(EMPLOYEE_COLUMNS)}, "
@@ -133,27 +167,27 @@ def _employees(root: Path, office_ids: set[str], problems: list[str]) -> list[Em
                 if nip in seen:
                     problems.append(f"{where}: NIP {nip} appears twice")
                 seen.add(nip)
-                if office_ids and row["office_id"] not in office_ids:
+                if office_ids is not None and row["office_id"] not in office_ids:
                     problems.append(f"{where}: office_id {row['office_id']!r} is not in "
                                     "offices.geojson")
                 try:
                     base = int(row["tpp_base_idr"])
-                    if base < 0:
+                    if not 0 <= base <= MAX_TPP_IDR:
                         raise ValueError
                 except (TypeError, ValueError):
-                    problems.append(f"{where}: tpp_base_idr {row['tpp_base_idr']!r} is not a "
-                                    "whole number of rupiah >= 0")
+                    problems.append(f"{where}: tpp_base_idr {row['tpp_base_idr'][:40]!r} is not "
+                                    "a whole number of rupiah >= 0")
                     continue
                 photo = None
                 if row["photo"]:
-                    photo = root / row["photo"]
-                    if not photo.is_file():
-                        problems.append(f"{where}: photo {row['photo']} does not exist")
+                    photo = _inside(root, row["photo"], "photo", where, problems)
                 out.append(Employee(nip, row["name"], row["office_id"], base, photo))
     except FileNotFoundError:
         problems.append(f"{path}: missing")
     except UnicodeDecodeError as exc:
         problems.append(_not_utf8(path, exc))
+    except OSError as exc:
+        problems.append(f"{path}: cannot be read: {exc.strerror}")
     return out
 
 
@@ -175,8 +209,9 @@ def _excuses(root: Path, nips: set[str], problems: list[str]) -> list[Excuse]:
     if not path.exists():
         return []
     out: list[Excuse] = []
+    lines: dict[tuple[str, Any, Any], int] = {}  # an excuse's key on the topic -> its line
     try:
-        with path.open(newline="", encoding="utf-8") as f:
+        with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             if reader.fieldnames != EXCUSE_COLUMNS:
                 problems.append(f"{path}:1: header must be {','.join(EXCUSE_COLUMNS)}")
@@ -193,9 +228,16 @@ def _excuses(root: Path, nips: set[str], problems: list[str]) -> list[Excuse]:
                     continue
                 if excuse.nip not in nips:
                     problems.append(f"{where}: NIP {excuse.nip} is not in employees.csv")
+                key = (excuse.nip, excuse.date_from, excuse.kind)
+                if key in lines:  # one would replace the other: merge them into one row
+                    problems.append(f"{where}: {excuse.kind.value} for {excuse.nip} from "
+                                    f"{excuse.date_from} is also on line {lines[key]}")
+                lines.setdefault(key, reader.line_num)
                 out.append(excuse)
     except UnicodeDecodeError as exc:
         problems.append(_not_utf8(path, exc))
+    except OSError as exc:
+        problems.append(f"{path}: cannot be read: {exc.strerror}")
     return out
 
 
@@ -226,16 +268,23 @@ def _event(root: Path, line: int, where: str, raw: Any, problems: list[str]) -> 
         if v is None and k == "accuracy_m":
             numbers[k] = None
             continue
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            problems.append(f"{where}: {k} {v!r} is not a number")
+        try:
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise ValueError
+            v = float(v)
+            if not math.isfinite(v):
+                raise ValueError
+        except (ValueError, OverflowError):
+            problems.append(f"{where}: {k} {str(v)[:40]!r} is not a number")
         numbers[k] = v
     if not isinstance(raw["mock_location"], bool):
         problems.append(f"{where}: mock_location must be true or false")
     selfie = None
     if raw.get("selfie"):
-        selfie = root / str(raw["selfie"])
-        if not selfie.is_file():
-            problems.append(f"{where}: selfie {raw['selfie']} does not exist")
+        selfie = _inside(root, str(raw["selfie"]), "selfie", where, problems)
+        if selfie is not None and selfie.stat().st_size > MAX_SELFIE_BYTES:
+            problems.append(f"{where}: selfie {raw['selfie']} is {selfie.stat().st_size:,} "
+                            f"bytes; the most a check-in carries is {MAX_SELFIE_BYTES:,}")
     if len(problems) > before or server is None:
         return None
     return Event(line, event_id, str(raw["nip"]),
@@ -247,6 +296,7 @@ def _event(root: Path, line: int, where: str, raw: Any, problems: list[str]) -> 
 def _events(root: Path, problems: list[str]) -> list[Event]:
     path = root / "events.jsonl"
     out: list[Event] = []
+    lines: dict[str, int] = {}
     try:
         with path.open("rb") as f:
             for n, data in enumerate(f, 1):
@@ -254,18 +304,29 @@ def _events(root: Path, problems: list[str]) -> list[Event]:
                     continue
                 where = f"{path}:{n}"
                 try:
-                    raw = json.loads(data.decode("utf-8"))
+                    raw = json.loads(data.decode("utf-8-sig" if n == 1 else "utf-8"))
                 except UnicodeDecodeError as exc:
                     problems.append(f"{where}: not UTF-8 text (byte {exc.start} of the line)")
                     continue
                 except json.JSONDecodeError as exc:
                     problems.append(f"{where}: not valid JSON: {exc.msg}")
                     continue
+                except (ValueError, RecursionError) as exc:  # 5,000 digits, too deep
+                    problems.append(f"{where}: not usable JSON: {type(exc).__name__}")
+                    continue
                 event = _event(root, n, where, raw, problems)
-                if event:
-                    out.append(event)
+                if event is None:
+                    continue
+                if event.event_id in lines:  # one would be taken for a re-sent copy
+                    problems.append(f"{where}: event_id {event.event_id} is also on line "
+                                    f"{lines[event.event_id]}")
+                    continue
+                lines[event.event_id] = n
+                out.append(event)
     except FileNotFoundError:
         problems.append(f"{path}: missing")
+    except OSError as exc:
+        problems.append(f"{path}: cannot be read: {exc.strerror}")
     out.sort(key=lambda e: (e.server_time, e.line))
     return out
 
@@ -276,7 +337,7 @@ def load(root: Path) -> Scenario:
         raise ScenarioError([f"{root}: not a folder"])
     problems: list[str] = []
     offices, features = _offices(root, problems)
-    employees = _employees(root, {o.office_id for o in offices}, problems)
+    employees = _employees(root, {o.office_id for o in offices} if offices else None, problems)
     excuses = _excuses(root, {e.nip for e in employees}, problems)
     events = _events(root, problems)
     if problems:

@@ -94,6 +94,7 @@ def test_replay_of_a_bad_folder_lists_every_problem(tmp_path: Path) -> None:
     result = run("replay", str(tmp_path))
     assert result.returncode == 1
     assert f"{tmp_path}/employees.csv:2: NIP '12345' is not 18 digits" in result.stderr
+    assert f"{tmp_path}/offices.geojson: no offices" in result.stderr
     assert f"{tmp_path}/excuses.csv:2: a row must have 4 fields" in result.stderr
     assert f"{tmp_path}/events.jsonl:1: missing nip" in result.stderr
     assert f"{tmp_path}/events.jsonl:2: not valid JSON" in result.stderr
