@@ -9,6 +9,13 @@ Here an offset becomes committable only after every offset before it, back to th
 one, went through the stage. A record that arrives after a hole is held back and the partition
 is sought back to the hole, so the missing records come again, in order, followed by the held
 ones. Plain bookkeeping, no Kafka: the stage loop (streams/app.py) feeds it.
+
+Some holes are real: a transactional producer's commit markers take offsets no consumer is
+given, and records deleted by retention leave the committed offset below the log's start.
+Such a hole is seen again after every seek back, starting at the same record; after
+GAP_CONFIRMATIONS seeks back in a row it is taken as records that do not exist, and reading
+goes on after it (:meth:`OffsetLedger.gaps` tells the stage, which logs it). Records faust
+dropped come back after the first seek.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from collections.abc import Callable, Hashable
 
 REWIND_EVERY_S = 2.0  # while a hole stays open, seek back to it at most this often
 STALL_S = 5.0  # a partition with records left that has not advanced for this long is sought back
+GAP_CONFIRMATIONS = 3  # seeks back that found the same hole before it is taken as real
 
 
 class Admit(enum.Enum):
@@ -37,6 +45,9 @@ class OffsetLedger:
         self._holes: dict[Hashable, float] = {}  # partition -> when it was last sought back
         self._advanced: dict[Hashable, float] = {}  # partition -> when it last advanced
         self._changed: set[Hashable] = set()
+        self._sought: set[Hashable] = set()  # sought back; the next record says what came
+        self._seen_after_seek: dict[Hashable, tuple[int, int, int]] = {}  # (hole, first, n)
+        self._gaps: list[tuple[Hashable, int, int]] = []
         self._clock = clock
 
     def forget(self) -> None:
@@ -46,6 +57,8 @@ class OffsetLedger:
         self._holes.clear()
         self._advanced.clear()
         self._changed.clear()
+        self._sought.clear()
+        self._seen_after_seek.clear()
 
     def knows(self, tp: Hashable) -> bool:
         """Whether the partition's position is known (seen or watched since the last forget)."""
@@ -56,10 +69,15 @@ class OffsetLedger:
         offset or, for a partition the group never committed, its first offset (None: not
         known, the first record sets it); it is used only the first time a partition is seen."""
         expected = self._next.get(tp, start)
+        if expected is not None and offset > expected and self._real_gap(tp, expected, offset):
+            self._gaps.append((tp, expected, offset))
+            expected = offset
         if expected is None or offset == expected:
             self._next[tp] = offset + 1
             self._advanced[tp] = self._clock()
             self._holes.pop(tp, None)
+            self._seen_after_seek.pop(tp, None)
+            self._sought.discard(tp)
             return Admit.PROCESS
         if offset < expected:
             return Admit.DONE
@@ -69,6 +87,22 @@ class OffsetLedger:
         # starts or rebalances), and then no record comes to trigger the next one.
         self._advanced.setdefault(tp, self._clock())
         return Admit.HOLD
+
+    def _real_gap(self, tp: Hashable, hole: int, first: int) -> bool:
+        """Whether ``first``, the first record after a seek back to ``hole``, is what came
+        after that same hole the last GAP_CONFIRMATIONS - 1 times too."""
+        if tp not in self._sought:
+            return False
+        self._sought.discard(tp)
+        last_hole, last_first, times = self._seen_after_seek.get(tp, (hole, first, 0))
+        times = times + 1 if (last_hole, last_first) == (hole, first) else 1
+        self._seen_after_seek[tp] = (hole, first, times)
+        return times >= GAP_CONFIRMATIONS
+
+    def gaps(self) -> list[tuple[Hashable, int, int]]:
+        """Holes taken as real since the last call: (partition, first missing, next record)."""
+        out, self._gaps = self._gaps, []
+        return out
 
     def watch(self, tp: Hashable, start: int | None) -> None:
         """A partition assigned to the stage, watched by :meth:`stalled` from now on even if
@@ -89,6 +123,7 @@ class OffsetLedger:
         for tp, last in self._holes.items():
             if now - last >= REWIND_EVERY_S:
                 self._holes[tp] = now
+                self._sought.add(tp)
                 due[tp] = self._next[tp]
         return due
 
@@ -102,6 +137,7 @@ class OffsetLedger:
             last = end(tp)
             if last is not None and last > offset and now - self._advanced.get(tp, now) >= STALL_S:
                 self._advanced[tp] = now
+                self._sought.add(tp)
                 due[tp] = offset
         return due
 

@@ -3,7 +3,7 @@ holes are sought back to, stalled partitions are noticed. Plain data, a fake clo
 
 from __future__ import annotations
 
-from streams.offsets import REWIND_EVERY_S, STALL_S, Admit, OffsetLedger
+from streams.offsets import GAP_CONFIRMATIONS, REWIND_EVERY_S, STALL_S, Admit, OffsetLedger
 
 TP = ("hadir.internal.faced", 0)
 OTHER = ("hadir.internal.faced", 1)
@@ -135,3 +135,45 @@ def test_a_never_committed_partition_starts_at_its_first_offset() -> None:
     assert other.admit(TP, 1, start=0) is Admit.HOLD
     assert other.rewinds() == {TP: 0}
     assert other.admit(TP, 0, start=0) is Admit.PROCESS
+
+
+def _seek_back_and_see(ledger: OffsetLedger, clock: Clock, offset: int) -> Admit:
+    """One seek back (as the stage makes it when due), then the first record that comes."""
+    clock.now += REWIND_EVERY_S
+    assert ledger.rewinds() == {TP: 5}
+    return ledger.admit(TP, offset, start=0)
+
+
+def test_a_hole_seen_after_every_seek_back_is_taken_as_real() -> None:
+    """A transactional producer's commit marker (or retention) leaves an offset no consumer is
+    given: offset 5 never comes, and a ledger that waited for it stopped the partition for
+    good. The same hole after GAP_CONFIRMATIONS seeks back is skipped, and said."""
+    clock = Clock()
+    ledger = OffsetLedger(clock)
+    for o in range(5):
+        assert ledger.admit(TP, o, start=0) is Admit.PROCESS
+        ledger.finished(TP, o)
+    assert ledger.admit(TP, 6, start=0) is Admit.HOLD
+    seen = [_seek_back_and_see(ledger, clock, 6) for _ in range(GAP_CONFIRMATIONS)]
+    assert seen == [Admit.HOLD] * (GAP_CONFIRMATIONS - 1) + [Admit.PROCESS]
+    assert ledger.gaps() == [(TP, 5, 6)] and ledger.gaps() == []
+    assert ledger.admit(TP, 7, start=0) is Admit.PROCESS
+    for o in (6, 7):
+        ledger.finished(TP, o)
+    assert ledger.committable() == {TP: 8}
+
+
+def test_records_dropped_once_are_still_waited_for() -> None:
+    """faust's drops: after the seek back the missing record comes, so nothing is skipped;
+    and a hole that moves (other records each time) is not taken as real either."""
+    clock = Clock()
+    ledger = OffsetLedger(clock)
+    for o in range(5):
+        ledger.admit(TP, o, start=0)
+    assert ledger.admit(TP, 7, start=0) is Admit.HOLD
+    assert _seek_back_and_see(ledger, clock, 7) is Admit.HOLD
+    assert _seek_back_and_see(ledger, clock, 6) is Admit.HOLD  # another first record: anew
+    assert _seek_back_and_see(ledger, clock, 7) is Admit.HOLD
+    assert _seek_back_and_see(ledger, clock, 5) is Admit.PROCESS  # it came after all
+    assert ledger.gaps() == []
+    assert [ledger.admit(TP, o, start=0) for o in (6, 7)] == [Admit.PROCESS] * 2
