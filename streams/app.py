@@ -25,6 +25,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -91,9 +92,38 @@ class DeadLetters:
 
     def add(self, outbox: Outbox, event: Any, error: str) -> None:
         m = event.message
-        log.warning("dead letter %s[%d]@%d: %s", m.topic, m.partition, m.offset, error)
-        record = dead_letter(m.topic, m.partition, m.offset, m.key, m.value, error, self.stage)
+        self._add(outbox, m.topic, m.partition, m.offset, m.key, m.value, error)
+
+    def add_checkin(self, outbox: Outbox, event: Any, codec: AvroCodec, n: int,
+                    error: str) -> None:
+        """Check-in ``n`` of a batched record, which failed alone: the dead letter holds that
+        check-in as the stage received it (not the whole batch, whose other check-ins have
+        their verdicts) and names where it entered Hadir, its raw-topic position; the batch
+        record's own position is added to the error."""
+        m = event.message
+        where = f"{m.topic}[{m.partition}]@{m.offset}"
+        try:
+            original = codec.decode(m.value)["checkins"][n]  # before the step changed it
+            value = codec.join([codec.encode_item(original)])
+            source = _RAW_POSITION.fullmatch(original.get("source_offset") or "")
+        except (SerdeError, KeyError, IndexError):
+            self.add(outbox, event, error)
+            return
+        if source is None:
+            self._add(outbox, m.topic, m.partition, m.offset, m.key, value, error)
+            return
+        self._add(outbox, source[1], int(source[2]), int(source[3]), m.key, value,
+                  f"{error} (in {where})")
+
+    def _add(self, outbox: Outbox, topic: str, partition: int, offset: int, key: bytes | None,
+             value: bytes | None, error: str) -> None:
+        log.warning("dead letter %s[%d]@%d: %s", topic, partition, offset, error)
+        record = dead_letter(topic, partition, offset, key, value, error, self.stage)
         outbox.add(topics.DLQ.name, None, self.codec.encode(record))
+
+
+# A check-in's source_offset as the intake wrote it: topic[partition]@offset.
+_RAW_POSITION = re.compile(r"(.+)\[(\d+)\]@(\d+)")
 
 
 async def crash_only(run: Awaitable[None], what: str) -> None:
@@ -128,6 +158,10 @@ async def input_batches(app: faust.App, stream: Any,
             batch = [e for e in events
                      if ledger.admit(e.message.tp, e.message.offset, starts[e.message.tp])
                      is Admit.PROCESS]
+            for tp, first, after in ledger.gaps():
+                log.warning("%s[%d]: offsets %d..%d hold no records (transaction markers, or "
+                            "deleted by retention); reading on from %d", tp.topic,
+                            tp.partition, first, after - 1, after)
             await _seek_back(consumer, ledger.rewinds(), "a hole in the offsets")
             if not batch:
                 continue
@@ -266,9 +300,9 @@ async def keyed_batches(app: faust.App, stream: Any, table: KeyPartitionedTable,
                         continue
                     overlay[key] = step(record, state, outbox)
                 except (SerdeError, InvalidCheckin, KeyError, ValueError, OverflowError) as exc:
-                    which = (f"check-in {n} of {len(checkins)} ({record.get('event_id')}, "
-                             f"from {record.get('source_offset') or 'an unknown offset'})")
-                    dlq.add(outbox, event, f"{which}: {type(exc).__name__}: {exc}")
+                    which = f"check-in {n} of {len(checkins)} ({record.get('event_id')})"
+                    dlq.add_checkin(outbox, event, codec, n - 1,
+                                    f"{which}: {type(exc).__name__}: {exc}")
         await outbox.send()
         for key, state in overlay.items():
             table.write(outbox, key, state)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from hadir import topics, workers
+from hadir.serde import AvroCodec
 from tests.pipeline_helpers import FACES_DIR, KOBA, Pipeline, jpeg, no_face_jpeg, selfie
 
 pytestmark = pytest.mark.infra
@@ -234,6 +236,35 @@ def _protobuf_record(pipe: Pipeline) -> bytes:
               "schemaType": "PROTOBUF"}, timeout=10)
     reply.raise_for_status()
     return b"\x00" + struct.pack(">I", reply.json()["id"]) + b"\x00\x0a\x03abc"
+
+
+def test_a_check_in_the_core_stage_cannot_judge_is_a_dead_letter_of_its_own(
+        pipe: Pipeline) -> None:
+    """A hand-off record holds several check-ins; one that fails in the person stage becomes a
+    dead letter holding that check-in alone (the others have their verdicts) and naming where
+    it entered Hadir, its raw-topic position; the hand-off record's is in the error."""
+    from processors.events import Checkin, CheckinType
+    from streams.records import in_progress
+
+    nip = pipe.employee(photo=None)
+    at = datetime.now(UTC).replace(microsecond=0)
+    good = Checkin(str(uuid.uuid4()), nip, f"dev-{nip}", CheckinType.IN, at, at, *KOBA, 10.0,
+                   False)
+    broken = Checkin(str(uuid.uuid4()), nip, f"dev-{nip}", CheckinType.OUT,
+                     at + timedelta(minutes=1), at, math.nan, KOBA[1], 10.0, False)
+    raw_offset = 900_000_000 + int(uuid.uuid4().int % 1_000_000)  # no real record's
+    codec = AvroCodec(topics.FACED, pipe.registry, logical_types=False)
+    items = [codec.encode_item(in_progress(good, [], source="hadir.checkins.raw[0]@1")),
+             codec.encode_item(in_progress(broken, [],
+                                           source=f"hadir.checkins.raw[0]@{raw_offset}"))]
+    pipe.publish(topics.FACED, nip, None, raw=codec.join(items))
+    assert pipe.verdicts([good.event_id])  # the good one went on
+    (letter,) = pipe.dead_letters([(0, raw_offset)]).values()
+    assert letter["source_topic"] == topics.RAW.name and letter["stage"] == "core"
+    assert f"({broken.event_id}): ValueError" in letter["error"]
+    assert f"(in {topics.FACED.name}[" in letter["error"]
+    (kept,) = codec.decode(letter["value"])["checkins"]
+    assert kept["event_id"] == broken.event_id and math.isnan(kept["lat"])
 
 
 def test_a_fix_without_an_accuracy_is_reviewed(pipe: Pipeline) -> None:
