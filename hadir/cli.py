@@ -116,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     workers.check_counts(settings, args.intake, args.sinks, args.core)  # before the stack starts
     stack.up(settings, progress=args.format == "table")
     if args.detach:
-        started = workers.start(settings, args.intake, args.sinks, args.core)
+        started = workers.start_detached(settings, args.intake, args.sinks, args.core)
         emit([vars(w) for w in started], args.format, title="Workers started",
              columns=["name", "pid", "log"])
         return 0
@@ -229,8 +229,10 @@ def parser() -> argparse.ArgumentParser:
                         "partitions")
     s.add_argument("--sinks", type=_positive, default=1,
                    help="ClickHouse sink processes, at most the event topics' partitions")
-    s.add_argument("--stop", action="store_true", help="stop background workers")
+    s.add_argument("--stop", action="store_true",
+                   help="stop the background supervisor and every worker")
     s.add_argument("--status", action="store_true", help="list running workers")
+    s.add_argument("--supervisor", help=argparse.SUPPRESS)  # marks --detach's own process
     _fmt(s)
     s.set_defaults(func=cmd_run)
 

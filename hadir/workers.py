@@ -5,6 +5,10 @@ core x C (person and device state, verdicts, alerts; ``--core C``: the internal 
 partitions and the table partitions that go with them are shared out), sink x M (ClickHouse,
 ``--sinks M``: one consumer group, so the event topics' partitions are shared out). Each is a
 ``python -m streams.worker ROLE`` process with a pid file under the state folder.
+
+``hadir run`` supervises them: a worker that exits is started again, after a pause that
+doubles while it keeps failing within a minute of its start (a crash loop must not spin).
+``hadir run --detach`` is that same supervisor in the background, until ``hadir run --stop``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ from dataclasses import dataclass
 
 from hadir import topics
 from hadir.config import ConfigError, Settings
-from hadir.infra.process import ManagedProcess
+from hadir.infra.process import InfraError, ManagedProcess, tail, wait_until
+
+CRASH_LOOP_S = 60.0  # a worker that exits sooner than this after its start is crash-looping
+MAX_PAUSE_S = 60.0  # the longest pause before starting a crash-looping worker again
 
 
 @dataclass(frozen=True)
@@ -79,20 +86,47 @@ def start(settings: Settings, intake: int = 1, sinks: int = 1,
     return out
 
 
+def supervisor(settings: Settings) -> ManagedProcess:
+    """The background ``hadir run`` of ``--detach`` (its pid file apart from the workers')."""
+    home = settings.infra.home_path / "supervisor"
+    return ManagedProcess("hadir-run", home, marker=f"--supervisor={home}")
+
+
+def start_detached(settings: Settings, intake: int = 1, sinks: int = 1, core: int = 1,
+                   timeout: float = 60.0) -> list[WorkerStatus]:
+    """``hadir run`` in the background: it starts the workers and restarts any that exits.
+    Returns once every worker runs."""
+    sup = supervisor(settings)
+    if sup.pid() is None:
+        sup.start([sys.executable, "-m", "hadir", "run", "--intake", str(intake), "--core",
+                   str(core), "--sinks", str(sinks), f"--supervisor={sup.state_dir}"])
+    wanted = {proc.name for proc, _ in _processes(settings, intake, sinks, core)}
+    wait_until(lambda: wanted <= {p.name for p in running(settings)} or sup.pid() is None,
+               timeout)
+    if sup.pid() is None:
+        raise InfraError(f"hadir run exited; see {sup.log_file}:\n{tail(sup.log_file)}")
+    return status(settings)
+
+
 def stop(settings: Settings) -> list[str]:
-    stopped = []
+    """Stop the background supervisor (it stops its workers), then any worker left."""
+    names = [p.name for p in running(settings)]
+    supervisor(settings).stop(timeout=120)
     for proc in running(settings):
         proc.stop(timeout=30)
-        stopped.append(proc.name)
-    return stopped
+    return names
 
 
 def status(settings: Settings) -> list[WorkerStatus]:
-    return [WorkerStatus(p.name, p.pid(), str(p.log_file)) for p in running(settings)]
+    sup = supervisor(settings)
+    workers = [WorkerStatus(p.name, p.pid(), str(p.log_file)) for p in running(settings)]
+    pid = sup.pid()
+    return ([WorkerStatus("supervisor", pid, str(sup.log_file))] if pid else []) + workers
 
 
 def foreground(settings: Settings, intake: int = 1, sinks: int = 1, core: int = 1) -> int:
-    """Run until Ctrl-C or SIGTERM, restarting a worker that dies."""
+    """Run until Ctrl-C or SIGTERM, restarting a worker that exits (after a pause that doubles,
+    up to MAX_PAUSE_S, while it keeps exiting within CRASH_LOOP_S of its start)."""
     stopping = False
 
     def on_signal(_sig: int, _frame: object) -> None:
@@ -104,12 +138,28 @@ def foreground(settings: Settings, intake: int = 1, sinks: int = 1, core: int = 
     for w in start(settings, intake, sinks, core):
         print(f"  {w.name:<9} pid {w.pid}  log {w.log}", flush=True)
     print("workers running; Ctrl-C stops them", flush=True)
+    started = dict.fromkeys((p.name for p, _ in _processes(settings, intake, sinks, core)),
+                            time.monotonic())
+    pause: dict[str, float] = {}  # worker -> the pause before its last restart
+    due: dict[str, float] = {}  # worker -> when it is started again
     while not stopping:
         time.sleep(1)
+        now = time.monotonic()
         for proc, _role in _processes(settings, intake, sinks, core):
-            if proc.pid() is None and not stopping:
-                print(f"  {proc.name} exited; restarting (see {proc.log_file})", flush=True)
+            if stopping or proc.pid() is not None:
+                continue
+            name = proc.name
+            if name not in due:
+                looping = now - started[name] < CRASH_LOOP_S
+                pause[name] = min(2 * pause.get(name, 0.5), MAX_PAUSE_S) if looping else 0.0
+                due[name] = now + pause[name]
+                print(f"  {name} exited; restarting in {pause[name]:.0f} s "
+                      f"(see {proc.log_file})", flush=True)
+            if now >= due[name]:
                 start(settings, intake, sinks, core)
+                started[name] = now
+                del due[name]
     print("stopping workers ...", flush=True)
-    stop(settings)
+    for proc in running(settings):
+        proc.stop(timeout=30)
     return 0

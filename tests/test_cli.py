@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,29 @@ def test_tables_for_people_align_numbers_and_wrap_only_free_text() -> None:
     assert render_table(["a"], [], "Empty") == "Empty\na\n-\n"
     short = render_table(["id", "name"], [["1", "Siti Aminah"]], width=5)
     assert short.splitlines()[-1] == " 1  Siti Aminah"  # narrower than the fold width: unchanged
+
+
+@pytest.mark.infra
+def test_detached_workers_are_supervised_until_stopped(stack) -> None:  # type: ignore[no-untyped-def]
+    """`hadir run --detach` is the supervisor in the background: a worker that dies is
+    started again, and `hadir run --stop` ends the supervisor and every worker."""
+    from hadir import workers
+
+    workers.stop(stack)
+    result = run("run", "--detach", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    started = {w["name"] for w in json.loads(result.stdout)}
+    assert started == {"supervisor", "intake-0", "core-0", "sink-0"}
+    try:
+        core = next(p for p in workers.running(stack) if p.name == "core-0")
+        before = core.pid()
+        core.kill()
+        deadline = time.monotonic() + 30
+        while core.pid() in (None, before):
+            assert time.monotonic() < deadline, "the killed worker was not started again"
+            time.sleep(0.5)
+    finally:
+        result = run("run", "--stop", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert set(json.loads(result.stdout)["stopped"]) == {"intake-0", "core-0", "sink-0"}
+    assert workers.running(stack) == [] and workers.supervisor(stack).pid() is None
