@@ -195,7 +195,7 @@ def replay(settings: Settings, folder: Path, timeout: float = 900,
     done = _decided(settings, ids)
     todo = [e for e in scenario.events if e.event_id not in done]
     # One day at a time, as the days happened: a check-in is judged against what came before
-    # it (previous fix, device history, earlier selfies), never against a later day's events.
+    # it (earlier fixes, device history, earlier selfies), never against a later day's events.
     tz = ZoneInfo(settings.attendance.timezone)
     days: dict[date, list[Event]] = {}
     for e in todo:

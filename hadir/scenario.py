@@ -13,6 +13,7 @@ import csv
 import json
 import math
 import re
+import sys
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -91,8 +92,8 @@ def _time(value: Any, where: str, problems: list[str], required: bool = True) ->
     return t
 
 
-def _inside(root: Path, relative: str, what: str, where: str,
-            problems: list[str]) -> Path | None:
+def _inside(root: Path, relative: str, what: str, where: str, problems: list[str],
+            max_bytes: int = MAX_SELFIE_BYTES) -> Path | None:
     """A file named relative to the folder, which must lie inside it (no absolute paths, no
     ``..`` or symbolic links out of it: its bytes are published)."""
     try:
@@ -103,10 +104,16 @@ def _inside(root: Path, relative: str, what: str, where: str,
         if not path.is_file():
             problems.append(f"{where}: {what} {relative} does not exist")
             return None
+        if path.stat().st_size > max_bytes:
+            problems.append(f"{where}: {what} {relative} is {path.stat().st_size:,} bytes; "
+                            f"the most a check-in carries is {max_bytes:,}")
+            return None
         return path
     except OSError as exc:
         problems.append(f"{where}: {what} {relative[:80]!r}: {exc.strerror}")
-        return None
+    except (ValueError, RuntimeError) as exc:  # a NUL in the name, a symbolic link loop
+        problems.append(f"{where}: {what} {relative[:80]!r}: {exc}")
+    return None
 
 
 def _read_json(path: Path, problems: list[str]) -> Any:
@@ -180,7 +187,8 @@ def _employees(root: Path, office_ids: set[str] | None,
                     continue
                 photo = None
                 if row["photo"]:
-                    photo = _inside(root, row["photo"], "photo", where, problems)
+                    # enrolled here, never published: no size limit but the decoder's
+                    photo = _inside(root, row["photo"], "photo", where, problems, sys.maxsize)
                 out.append(Employee(nip, row["name"], row["office_id"], base, photo))
     except FileNotFoundError:
         problems.append(f"{path}: missing")
@@ -282,9 +290,6 @@ def _event(root: Path, line: int, where: str, raw: Any, problems: list[str]) -> 
     selfie = None
     if raw.get("selfie"):
         selfie = _inside(root, str(raw["selfie"]), "selfie", where, problems)
-        if selfie is not None and selfie.stat().st_size > MAX_SELFIE_BYTES:
-            problems.append(f"{where}: selfie {raw['selfie']} is {selfie.stat().st_size:,} "
-                            f"bytes; the most a check-in carries is {MAX_SELFIE_BYTES:,}")
     if len(problems) > before or server is None:
         return None
     return Event(line, event_id, str(raw["nip"]),

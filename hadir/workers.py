@@ -13,10 +13,13 @@ doubles while it keeps failing within a minute of its start (a crash loop must n
 
 from __future__ import annotations
 
+import fcntl
+import math
 import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hadir import topics
@@ -79,11 +82,47 @@ def start(settings: Settings, intake: int = 1, sinks: int = 1,
     out = []
     for proc, role in _processes(settings, intake, sinks, core):
         if proc.pid() is None:
-            proc.start([sys.executable, "-m", "streams.worker", role,
-                        f"--hadir-worker={proc.state_dir}/{proc.name}"],
-                       env=worker_env(settings, role, intake))
+            _start_one(settings, proc, role, intake)
         out.append(WorkerStatus(proc.name, proc.pid(), str(proc.log_file)))
     return out
+
+
+def _start_one(settings: Settings, proc: ManagedProcess, role: str, intake: int) -> None:
+    proc.start([sys.executable, "-m", "streams.worker", role,
+                f"--hadir-worker={proc.state_dir}/{proc.name}"],
+               env=worker_env(settings, role, intake))
+
+
+class Restarts:
+    """When to start an exited worker again: at once after a normal run; after a pause that
+    doubles from 1 s up to MAX_PAUSE_S while it keeps exiting within CRASH_LOOP_S of its
+    start (a crash loop must not spin, nor make the healthy workers rebalance every second)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._started: dict[str, float] = {}
+        self._pause: dict[str, float] = {}  # worker -> the pause before its last restart
+        self._due: dict[str, float] = {}  # exited worker -> when it is started again
+
+    def started(self, name: str) -> None:
+        self._started[name] = self._clock()
+        self._due.pop(name, None)
+
+    def exited(self, name: str) -> float | None:
+        """Seen down (on every check while it is): the pause before its restart the first
+        time, None after that."""
+        if name in self._due:
+            return None
+        now = self._clock()
+        if now - self._started.get(name, -math.inf) < CRASH_LOOP_S:
+            self._pause[name] = min(max(1.0, 2 * self._pause.get(name, 0.0)), MAX_PAUSE_S)
+        else:
+            self._pause.pop(name, None)
+        self._due[name] = now + self._pause.get(name, 0.0)
+        return self._pause.get(name, 0.0)
+
+    def due(self, name: str) -> bool:
+        return self._clock() >= self._due[name]
 
 
 def supervisor(settings: Settings) -> ManagedProcess:
@@ -97,14 +136,24 @@ def start_detached(settings: Settings, intake: int = 1, sinks: int = 1, core: in
     """``hadir run`` in the background: it starts the workers and restarts any that exits.
     Returns once every worker runs."""
     sup = supervisor(settings)
-    if sup.pid() is None:
-        sup.start([sys.executable, "-m", "hadir", "run", "--intake", str(intake), "--core",
-                   str(core), "--sinks", str(sinks), f"--supervisor={sup.state_dir}"])
     wanted = {proc.name for proc, _ in _processes(settings, intake, sinks, core)}
-    wait_until(lambda: wanted <= {p.name for p in running(settings)} or sup.pid() is None,
-               timeout)
+
+    def all_up() -> bool:
+        return wanted <= {p.name for p in running(settings)}
+
+    if sup.pid() is not None:
+        if not all_up():
+            raise InfraError("a background hadir run already supervises other workers; "
+                             "`hadir run --stop` ends it")
+        return status(settings)
+    sup.start([sys.executable, "-m", "hadir", "run", "--intake", str(intake), "--core",
+               str(core), "--sinks", str(sinks), f"--supervisor={sup.state_dir}"])
+    wait_until(lambda: all_up() or sup.pid() is None, timeout)
     if sup.pid() is None:
         raise InfraError(f"hadir run exited; see {sup.log_file}:\n{tail(sup.log_file)}")
+    if not all_up():
+        raise InfraError(f"the workers did not all start within {timeout:.0f} s; see "
+                         f"{sup.log_file} and the workers' logs")
     return status(settings)
 
 
@@ -125,8 +174,20 @@ def status(settings: Settings) -> list[WorkerStatus]:
 
 
 def foreground(settings: Settings, intake: int = 1, sinks: int = 1, core: int = 1) -> int:
-    """Run until Ctrl-C or SIGTERM, restarting a worker that exits (after a pause that doubles,
-    up to MAX_PAUSE_S, while it keeps exiting within CRASH_LOOP_S of its start)."""
+    """Run until Ctrl-C or SIGTERM, starting again a worker that exits (:class:`Restarts`).
+    One supervisor at a time: two would both start a worker that died."""
+    lock_file = settings.infra.home_path / "supervisor" / "lock"
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InfraError("another hadir run already supervises the workers (a background "
+                             "one ends with `hadir run --stop`)") from None
+        return _supervise(settings, intake, sinks, core)
+
+
+def _supervise(settings: Settings, intake: int, sinks: int, core: int) -> int:
     stopping = False
 
     def on_signal(_sig: int, _frame: object) -> None:
@@ -135,30 +196,23 @@ def foreground(settings: Settings, intake: int = 1, sinks: int = 1, core: int = 
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    restarts = Restarts()
     for w in start(settings, intake, sinks, core):
+        restarts.started(w.name)
         print(f"  {w.name:<9} pid {w.pid}  log {w.log}", flush=True)
     print("workers running; Ctrl-C stops them", flush=True)
-    started = dict.fromkeys((p.name for p, _ in _processes(settings, intake, sinks, core)),
-                            time.monotonic())
-    pause: dict[str, float] = {}  # worker -> the pause before its last restart
-    due: dict[str, float] = {}  # worker -> when it is started again
     while not stopping:
         time.sleep(1)
-        now = time.monotonic()
-        for proc, _role in _processes(settings, intake, sinks, core):
+        for proc, role in _processes(settings, intake, sinks, core):
             if stopping or proc.pid() is not None:
                 continue
-            name = proc.name
-            if name not in due:
-                looping = now - started[name] < CRASH_LOOP_S
-                pause[name] = min(2 * pause.get(name, 0.5), MAX_PAUSE_S) if looping else 0.0
-                due[name] = now + pause[name]
-                print(f"  {name} exited; restarting in {pause[name]:.0f} s "
+            pause = restarts.exited(proc.name)
+            if pause is not None:
+                print(f"  {proc.name} exited; restarting in {pause:.0f} s "
                       f"(see {proc.log_file})", flush=True)
-            if now >= due[name]:
-                start(settings, intake, sinks, core)
-                started[name] = now
-                del due[name]
+            if restarts.due(proc.name):
+                _start_one(settings, proc, role, intake)
+                restarts.started(proc.name)
     print("stopping workers ...", flush=True)
     for proc in running(settings):
         proc.stop(timeout=30)

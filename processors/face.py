@@ -796,7 +796,8 @@ class FaceVerifier:
             similarity = self.similarity(embedding, template)
             if not similarity >= self.threshold:  # NaN (a broken template) is no match either
                 findings.append(Finding(Reason.FACE_MISMATCH, {
-                    "similarity": round(similarity, 4), "threshold": self.threshold}))
+                    "similarity": round(similarity, 4) if math.isfinite(similarity) else None,
+                    "threshold": self.threshold}))
         if spoof is not None and spoof >= self.policy.spoof_threshold:
             findings.append(Finding(Reason.SPOOF, {
                 "spoof_score": round(spoof, 4), "threshold": self.policy.spoof_threshold}))

@@ -162,6 +162,10 @@ def test_detached_workers_are_supervised_until_stopped(stack) -> None:  # type: 
     started = {w["name"] for w in json.loads(result.stdout)}
     assert started == {"supervisor", "intake-0", "core-0", "sink-0"}
     try:
+        again = run("run")  # a second supervisor would start a dead worker twice
+        assert again.returncode == 1 and "already supervises the workers" in again.stderr
+        other = run("run", "--detach", "--intake", "2")
+        assert other.returncode == 1 and "supervises other workers" in other.stderr
         core = next(p for p in workers.running(stack) if p.name == "core-0")
         before = core.pid()
         core.kill()

@@ -332,6 +332,7 @@ def test_a_template_that_is_not_a_number_matches_nothing(verifier: FaceVerifier,
     nan = np.full_like(template.embedding, np.nan)
     result = verifier.verify(photo("img2.jpg"), nan)
     assert [f.reason for f in result.findings] == [Reason.FACE_MISMATCH]
+    assert result.findings[0].evidence["similarity"] is None  # JSON has no NaN
 
 
 # --- replay ---------------------------------------------------------------------------------

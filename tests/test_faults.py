@@ -86,7 +86,7 @@ def _exactly_once(pipe: Pipeline, ids: list[str]) -> None:
 
 
 def _state_survives(pipe: Pipeline, restart: Callable[[], None]) -> None:
-    """The person table (previous fix) and the device table (who used a phone) come back
+    """The person table (recent fixes) and the device table (who used a phone) come back
     after the restart."""
     nip, mate = pipe.employee(), pipe.employee(photo=None)
     t0 = datetime.now(UTC).replace(microsecond=0)
@@ -207,7 +207,7 @@ def _one_per_partition(pipe: Pipeline, stack) -> list[str]:  # type: ignore[no-u
 def test_scaling_out_and_in_mid_load(pipe: Pipeline, stack) -> None:  # type: ignore[no-untyped-def]
     """``hadir run --intake 2 --core 2`` on a running pipeline, then back to one of each. The
     workers joining mid-load share out the raw and internal topics and the tables' partitions;
-    the previous fix of every person, written by the one core worker, is used by whichever
+    the recent fixes of every person, written by the one core worker, is used by whichever
     owns it after the move (some partitions must have moved); the workers leaving mid-load
     (SIGTERM) hand their partitions back. Every check-in has exactly one verdict throughout."""
     nips = _one_per_partition(pipe, stack)

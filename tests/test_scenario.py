@@ -105,6 +105,14 @@ def test_a_selfie_too_large_for_a_check_in_is_named(tmp_path: Path) -> None:
     assert "events.jsonl:1: selfie big.jpg is" in _problems(root)
 
 
+def test_unusable_file_names_are_problems(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "s", [_event(1, selfie="a\u0000b.jpg"), _event(2, selfie="loop")])
+    (root / "loop").symlink_to(root / "loop")
+    problems = _problems(root)
+    assert "events.jsonl:1: selfie 'a\\x00b.jpg'" in problems
+    assert "events.jsonl:2: selfie 'loop'" in problems
+
+
 def test_odd_numbers_and_files_are_problems_not_tracebacks(tmp_path: Path) -> None:
     huge = "1" + "0" * 400
     root = _folder(tmp_path / "s", employees=f"{NIP},Budi,SETDA,{2**63},\n")
