@@ -104,8 +104,9 @@ def _inside(root: Path, relative: str, what: str, where: str, problems: list[str
         if not path.is_file():
             problems.append(f"{where}: {what} {relative} does not exist")
             return None
-        if path.stat().st_size > max_bytes:
-            problems.append(f"{where}: {what} {relative} is {path.stat().st_size:,} bytes; "
+        size = path.stat().st_size
+        if size > max_bytes:
+            problems.append(f"{where}: {what} {relative} is {size:,} bytes; "
                             f"the most a check-in carries is {max_bytes:,}")
             return None
         return path

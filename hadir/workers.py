@@ -115,11 +115,13 @@ class Restarts:
             return None
         now = self._clock()
         if now - self._started.get(name, -math.inf) < CRASH_LOOP_S:
-            self._pause[name] = min(max(1.0, 2 * self._pause.get(name, 0.0)), MAX_PAUSE_S)
+            pause = self._pause[name] = min(max(1.0, 2 * self._pause.get(name, 0.0)),
+                                            MAX_PAUSE_S)
         else:
             self._pause.pop(name, None)
-        self._due[name] = now + self._pause.get(name, 0.0)
-        return self._pause.get(name, 0.0)
+            pause = 0.0
+        self._due[name] = now + pause
+        return pause
 
     def due(self, name: str) -> bool:
         return self._clock() >= self._due[name]
@@ -161,9 +163,13 @@ def stop(settings: Settings) -> list[str]:
     """Stop the background supervisor (it stops its workers), then any worker left."""
     names = [p.name for p in running(settings)]
     supervisor(settings).stop(timeout=120)
+    _stop_workers(settings)
+    return names
+
+
+def _stop_workers(settings: Settings) -> None:
     for proc in running(settings):
         proc.stop(timeout=30)
-    return names
 
 
 def status(settings: Settings) -> list[WorkerStatus]:
@@ -214,6 +220,5 @@ def _supervise(settings: Settings, intake: int, sinks: int, core: int) -> int:
                 _start_one(settings, proc, role, intake)
                 restarts.started(proc.name)
     print("stopping workers ...", flush=True)
-    for proc in running(settings):
-        proc.stop(timeout=30)
+    _stop_workers(settings)  # not stop(): that would signal this process, the supervisor
     return 0
