@@ -7,7 +7,8 @@
   time) published at a chosen rate through Kafka and the workers: events per second and
   publish-to-verdict latency (p50, p95, p99), without selfies and with them, and the CPU
   each process spent per check-in; measured after a warm-up that ends once the broker's JIT
-  compiler is quiet (:func:`warm_up`).
+  compiler is quiet (:func:`warm_up`). Then the faust floor: the CPU a faust agent spends per
+  check-in taking the raw topic and doing nothing else (:func:`faust_floor`).
 - sink: rows per second from Kafka into ClickHouse through the batching sink, with one sink
   process and with two in one consumer group.
 - report: the TPP report's time for 5,000 ASN x 1 month and x 12 months.
@@ -27,6 +28,7 @@ import os
 import platform
 import queue
 import random
+import sys
 import threading
 import time
 import uuid
@@ -60,6 +62,7 @@ JIT_THREADS = "CompilerThre"  # HotSpot's "C1 CompilerThread0", "C2 CompilerThre
 # A paced run publishes whatever is due, then sleeps at least this long: one sleep per
 # check-in was a thousand wake-ups a second of the bench itself on the same two cores.
 PACE_S = 0.005
+FLOOR_TIMEOUT_S = 300  # the faust floor's agent takes 100,000 check-ins in about 15 s
 OFFICE = {"type": "Polygon", "coordinates": [[
     [106.40960, -2.48640], [106.41040, -2.48640], [106.41040, -2.48560],
     [106.40960, -2.48560], [106.40960, -2.48640]]]}
@@ -121,6 +124,14 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 
 
 # --- pipeline ------------------------------------------------------------------------------
+
+
+def checkin(rng: random.Random, nip: str, at: datetime, selfie: bytes | None) -> dict[str, Any]:
+    """A check-in as a phone at the bench office sends it (hadir.checkins.raw's record)."""
+    return {"event_id": str(uuid.uuid4()), "nip": nip, "device_id": f"dev-{nip}", "type": "IN",
+            "server_time": at, "client_time": at, "lat": -2.4860 + rng.uniform(-2e-4, 2e-4),
+            "lon": 106.4100 + rng.uniform(-2e-4, 2e-4), "accuracy_m": 12.0,
+            "mock_location": False, "selfie": selfie, "app_version": "bench"}
 
 
 class Peak:
@@ -205,16 +216,9 @@ class Peak:
                 time.sleep(max(due - time.time(), PACE_S))
             nip = self.nips[k % len(self.nips)]
             at = start_of_peak + timedelta(seconds=1800 * k / events)
-            event_id = str(uuid.uuid4())
-            record = {"event_id": event_id, "nip": nip, "device_id": f"dev-{nip}",
-                      "type": "IN", "server_time": at, "client_time": at,
-                      "lat": -2.4860 + self.rng.uniform(-2e-4, 2e-4),
-                      "lon": 106.4100 + self.rng.uniform(-2e-4, 2e-4), "accuracy_m": 12.0,
-                      "mock_location": False,
-                      "selfie": selfies[k % len(selfies)] if selfies else None,
-                      "app_version": "bench"}
+            record = checkin(self.rng, nip, at, selfies[k % len(selfies)] if selfies else None)
             data = self.raw.encode(record)
-            sent[event_id] = due
+            sent[record["event_id"]] = due
             self.producer.produce(topics.RAW.name, key=nip.encode(), value=data)
             self.producer.poll(0)
             bar.update(1)
@@ -299,6 +303,85 @@ def warm_up(peak: Peak, progress: bool) -> dict[str, Any]:
             "broker_jit_core_share": [r["broker_jit_core_share"] for r in runs]}
 
 
+def _floor_process(settings: Settings, topic: str, events: int, results: Any) -> None:
+    """The agent of :func:`faust_floor`: takes the topic's records as the intake takes the raw
+    topic (same app settings, batch size and wait, no acknowledgements) and does nothing with
+    them. Reports its CPU seconds and wall seconds from the first batch to the last record."""
+    import faust
+
+    from streams.app import BATCH_WAIT_S, new_app, raw_topic
+    from streams.intake import BATCH
+
+    app = new_app(f"hadir-bench-floor-{uuid.uuid4().hex[:8]}", settings)
+    app.conf.datadir.parent.mkdir(parents=True, exist_ok=True)
+    source = raw_topic(app, topics.Topic(topic, topics.RAW.schema, "NIP"), stage_input=True)
+
+    @app.agent(source)
+    async def take(stream: Any) -> None:
+        seen, started = 0, (0.0, 0.0)
+        async for batch in stream.noack_take(BATCH, within=BATCH_WAIT_S):
+            if not seen:
+                started = (time.monotonic(), time.process_time())
+            seen += len(batch)
+            if seen >= events:
+                results.put((time.process_time() - started[1], time.monotonic() - started[0]))
+                results.close()
+                results.join_thread()
+                os._exit(0)  # faust's worker would stop its services one by one, for seconds
+
+    # stdout is the bench's JSON (--format json): faust's start-up spinner goes to stderr
+    faust.Worker(app, loglevel="warning", quiet=True,
+                 stdout=sys.stderr).execute_from_commandline()
+
+
+def faust_floor(settings: Settings, progress: bool, events: int = 100_000) -> dict[str, Any]:
+    """The least CPU any faust intake spends per check-in on this machine: ``events`` check-ins
+    without selfies on a topic partitioned like hadir.checkins.raw, taken by a faust agent
+    that does nothing with them (:func:`_floor_process`), and the broker's CPU meanwhile
+    (from the agent's start: its group join is included). Every check-in pays this once on
+    the raw topic (one record per check-in is the phones' contract), before any decoding,
+    rule or output: it bounds what the pipeline could reach on these cores with faust."""
+    import multiprocessing
+
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    name = f"hadir.bench.raw.{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": settings.infra.bootstrap})
+    admin.create_topics([NewTopic(name, num_partitions=settings.infra.partitions,
+                                  replication_factor=1)])[name].result()
+    codec = AvroCodec(topics.RAW, Registry(settings.infra.registry))
+    producer = Producer({"bootstrap.servers": settings.infra.bootstrap, "linger.ms": 20,
+                         "queue.buffering.max.messages": 1_000_000})
+    rng, at = random.Random(2), datetime.combine(BENCH_DAY, datetime.min.time(), UTC)
+    nips = [make_nip(rng, i) for i in range(5000)]
+    for k in tqdm(range(events), desc="faust floor: publishing", unit="ev",
+                  disable=not progress):
+        nip = nips[k % len(nips)]
+        producer.produce(name, key=nip.encode(), value=codec.encode(checkin(rng, nip, at, None)))
+        if k % 10000 == 0:
+            producer.poll(0)
+    producer.flush(120)
+    broker = next(s.pid for s in stack.status(settings) if s.name == "kafka")
+    spawn = multiprocessing.get_context("spawn")  # no fork of a process with Kafka threads
+    results = spawn.Queue()
+    proc = spawn.Process(target=_floor_process, args=(settings, name, events, results))
+    broker_before = process_cpu_s(broker) if broker else None
+    proc.start()
+    try:
+        cpu_s, wall_s = _collect(results, [proc], "faust floor", timeout_s=FLOOR_TIMEOUT_S)
+        proc.join(30)
+        broker_after = process_cpu_s(broker) if broker else None
+    finally:
+        for deleted in admin.delete_topics([name]).values():
+            deleted.result()
+    broker_ms = (None if broker_before is None or broker_after is None
+                 else round((broker_after - broker_before) * 1000 / events, 3))
+    return {"events": events, "events_per_s": round(events / wall_s),
+            "agent_cpu_ms_per_checkin": round(cpu_s * 1000 / events, 3),
+            "broker_cpu_ms_per_checkin": broker_ms}
+
+
 def bench_pipeline(settings: Settings, progress: bool, asn: int = 5000, intake: int = 1,
                    core: int = 1) -> dict[str, Any]:
     peak = Peak(settings, asn)
@@ -311,9 +394,11 @@ def bench_pipeline(settings: Settings, progress: bool, asn: int = 5000, intake: 
     # A 5,000-ASN regency's morning: 10,000 check-ins with selfies in 30 minutes is 5.6 per
     # second; a 2-minute sample at that rate gives its latency.
     regency = peak.run(660, 10_000 / 1800, selfies, "regency peak, 5.6/s", progress)
+    workers.stop(settings)  # the floor's agent has the cores to itself, with the broker
     return {"asn": asn, "intake_workers": intake, "core_workers": core, "warm_up": warm,
             "no_selfies_max_rate": no_faces, "no_selfies_1000_per_s": at_1000,
-            "with_selfies_max_rate": with_faces, "regency_peak_with_selfies": regency}
+            "with_selfies_max_rate": with_faces, "regency_peak_with_selfies": regency,
+            "faust_floor": faust_floor(settings, progress)}
 
 
 # --- sink ----------------------------------------------------------------------------------
@@ -407,19 +492,22 @@ def bench_sink(settings: Settings, progress: bool, rows: int = 1_000_000,
     return out
 
 
-def _collect(results: Any, procs: list[Any], what: str) -> Any:
+def _collect(results: Any, procs: list[Any], what: str, timeout_s: float | None = None) -> Any:
     """The next item a benchmark's worker process puts on ``results``; if one of them has
-    failed meanwhile (its traceback is in the output above), all are stopped and this raises
-    rather than waiting for ever."""
+    failed meanwhile (its traceback is in the output above), or nothing came within
+    ``timeout_s``, all are stopped and this raises rather than waiting for ever."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
         try:
             return results.get(timeout=5)
         except queue.Empty:
-            if any(proc.exitcode not in (None, 0) for proc in procs):
+            failed = any(proc.exitcode not in (None, 0) for proc in procs)
+            if failed or (deadline is not None and time.monotonic() > deadline):
                 for proc in procs:
                     proc.kill()
-                raise RuntimeError(f"a {what} process of the benchmark failed; its error is "
-                                   "printed above") from None
+                why = "failed; its error is printed above" if failed else (
+                    f"gave no result within {timeout_s:.0f} s")
+                raise RuntimeError(f"a {what} process of the benchmark {why}") from None
 
 
 # --- report --------------------------------------------------------------------------------

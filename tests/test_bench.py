@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from hadir.bench import JIT_THREADS, CpuMeter, face_throughput, print_results
+from hadir.bench import JIT_THREADS, CpuMeter, face_throughput, faust_floor, print_results
 from hadir.infra.process import threads_cpu_s
 
 
@@ -112,3 +112,17 @@ def test_results_print_every_number_for_a_person_and_all_of_them_as_json(capsys)
             "pipeline jit 0.25,0.02"} <= lines
     print_results(results, "json")
     assert json.loads(capsys.readouterr().out) == results
+
+
+@pytest.mark.infra
+def test_faust_floor_takes_every_check_in_then_removes_its_topic(stack) -> None:  # type: ignore[no-untyped-def]
+    from confluent_kafka.admin import AdminClient
+
+    result = faust_floor(stack, progress=False, events=3000)
+
+    assert result["events"] == 3000
+    assert result["events_per_s"] > 0
+    assert result["agent_cpu_ms_per_checkin"] > 0
+    assert result["broker_cpu_ms_per_checkin"] is not None
+    left = AdminClient({"bootstrap.servers": stack.infra.bootstrap}).list_topics(timeout=10)
+    assert not [t for t in left.topics if t.startswith("hadir.bench.raw.")]
