@@ -398,6 +398,13 @@ def bench_pipeline(settings: Settings, progress: bool, asn: int = 5000, intake: 
     at_1000 = peak.run(10_000, 1000, None, "no selfies, 1000/s", progress)
     selfies = peak.selfies(400)
     with_faces = peak.run(1500, 0, selfies, "with selfies, max rate", progress)
+    # The goal compares with the face stage's own throughput on the same selfies (the 360 px
+    # uploads of SelfieCamera decode faster than ../shared/faces' photos), in as many
+    # processes as there are intake workers, while the idle pipeline waits.
+    with_faces["face_stage_alone"] = face_throughput(settings, intake, progress=progress,
+                                                     selfies=selfies)
+    with_faces["share_of_face_stage"] = round(
+        with_faces["events_per_s"] / with_faces["face_stage_alone"]["selfies_per_s"], 2)
     # A 5,000-ASN regency's morning: 10,000 check-ins with selfies in 30 minutes is 5.6 per
     # second; a 2-minute sample at that rate gives its latency.
     regency = peak.run(660, 10_000 / 1800, selfies, "regency peak, 5.6/s", progress)
@@ -648,13 +655,14 @@ def _bench_face(settings: Settings, progress: bool) -> dict[str, Any]:
 
 
 def _face_process(settings: Settings, threads: int, batch: int, seconds: float,
-                  go: Any, results: Any) -> None:
+                  selfies: list[bytes] | None, go: Any, results: Any) -> None:
     """One face worker of :func:`face_throughput`: verify_many on batches until time is up."""
     from processors.face import decode_image
 
     verifier = faces.verifier(settings, threads=threads)
-    files = sorted(p for p in FACES_DIR.iterdir() if p.suffix.lower() in (".jpg", ".png"))
-    selfies = [p.read_bytes() for p in files]
+    if selfies is None:
+        files = sorted(p for p in FACES_DIR.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+        selfies = [p.read_bytes() for p in files]
     first = decode_image(selfies[0]).bgr
     template = verifier.embed(first, verifier.detect(first)[0])
     items = [(selfies[i % len(selfies)], template) for i in range(batch)]
@@ -669,16 +677,18 @@ def _face_process(settings: Settings, threads: int, batch: int, seconds: float,
 
 
 def face_throughput(settings: Settings, processes: int, *, batch: int = 64,
-                    seconds: float = 10.0, progress: bool = False) -> dict[str, Any]:
+                    seconds: float = 10.0, progress: bool = False,
+                    selfies: list[bytes] | None = None) -> dict[str, Any]:
     """Selfies per second of ``processes`` face workers at once, each with cores / processes
-    CPU threads, sharing the CPU (and the GPU, when ``face.device`` names one)."""
+    CPU threads, sharing the CPU (and the GPU, when ``face.device`` names one), verifying
+    ``selfies`` (by default the images of ../shared/faces, of many sizes)."""
     import multiprocessing
 
     spawn = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // processes)
     go, results = spawn.Event(), spawn.Queue()
     procs = [spawn.Process(target=_face_process,
-                           args=(settings, threads, batch, seconds, go, results))
+                           args=(settings, threads, batch, seconds, selfies, go, results))
              for _ in range(processes)]
     for proc in procs:
         proc.start()

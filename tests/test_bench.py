@@ -21,6 +21,21 @@ def test_face_throughput_counts_selfies_and_cpu(settings) -> None:  # type: igno
     assert "gpu_busy_pct" not in result  # face.device is the CPU
 
 
+def test_face_throughput_verifies_the_selfies_it_is_given(settings) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from hadir.bench import FACES_DIR
+    from hadir.generate import SelfieCamera, load_photo
+
+    photo = load_photo(sorted(FACES_DIR.glob("*.jpg"))[0])
+    shots = [SelfieCamera(np.random.default_rng(1)).shoot(photo) for _ in range(2)]
+    result = face_throughput(settings, 1, batch=4, seconds=1.0, selfies=shots)
+    assert result["selfies"] >= 4 and result["selfies_per_s"] > 0
+    # not the default photos: bytes that are no image stop the worker
+    with pytest.raises(RuntimeError, match="face process of the benchmark failed"):
+        face_throughput(settings, 1, batch=4, seconds=1.0, selfies=[b"not an image"])
+
+
 def test_face_throughput_reports_a_failed_worker(settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
     broken = dataclasses.replace(settings, face=dataclasses.replace(
         settings.face, pack="insightface", pack_dir=str(tmp_path / "missing")))
