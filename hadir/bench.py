@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -303,6 +303,27 @@ def warm_up(peak: Peak, progress: bool) -> dict[str, Any]:
             "broker_jit_core_share": [r["broker_jit_core_share"] for r in runs]}
 
 
+def _fill_topic(settings: Settings, name: str, records: Iterable[tuple[bytes, bytes]],
+                total: int, desc: str, progress: bool) -> None:
+    """Create topic ``name`` on the bench broker (as many partitions as Hadir's topics) and
+    publish ``records`` (key, value) to it, ``total`` of them, lingering as the phones'
+    gateway does."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": settings.infra.bootstrap})
+    admin.create_topics([NewTopic(name, num_partitions=settings.infra.partitions,
+                                  replication_factor=1)])[name].result()
+    producer = Producer({"bootstrap.servers": settings.infra.bootstrap, "linger.ms": 20,
+                         "queue.buffering.max.messages": 1_000_000})
+    for k, (key, value) in enumerate(tqdm(records, total=total, desc=desc, unit="record",
+                                          disable=not progress)):
+        producer.produce(name, key=key, value=value)
+        if k % 10000 == 0:
+            producer.poll(0)
+    producer.flush(120)
+
+
 def _floor_process(settings: Settings, topic: str, events: int, results: Any) -> None:
     """The agent of :func:`faust_floor`: takes the topic's records as the intake takes the raw
     topic (same app settings, batch size and wait, no acknowledgements) and does nothing with
@@ -345,45 +366,33 @@ def faust_floor(settings: Settings, progress: bool, events: int = 100_000) -> di
     rule or output: it bounds what the pipeline could reach on these cores with faust."""
     import multiprocessing
 
-    from confluent_kafka import Producer
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient
 
     from streams.intake import BATCH
 
     if events <= 2 * BATCH:  # the first batch is not timed: most must come after it
         raise ValueError(f"the faust floor needs more than {2 * BATCH} check-ins")
     name = f"hadir.bench.raw.{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": settings.infra.bootstrap})
-    admin.create_topics([NewTopic(name, num_partitions=settings.infra.partitions,
-                                  replication_factor=1)])[name].result()
     codec = AvroCodec(topics.RAW, Registry(settings.infra.registry))
-    producer = Producer({"bootstrap.servers": settings.infra.bootstrap, "linger.ms": 20,
-                         "queue.buffering.max.messages": 1_000_000})
     rng, at = random.Random(2), datetime.combine(BENCH_DAY, datetime.min.time(), UTC)
     nips = [make_nip(rng, i) for i in range(5000)]
-    for k in tqdm(range(events), desc="faust floor: publishing", unit="ev",
-                  disable=not progress):
-        nip = nips[k % len(nips)]
-        producer.produce(name, key=nip.encode(), value=codec.encode(checkin(rng, nip, at, None)))
-        if k % 10000 == 0:
-            producer.poll(0)
-    producer.flush(120)
-    broker = next(s.pid for s in stack.status(settings) if s.name == "kafka")
+    check_ins = ((nip.encode(), codec.encode(checkin(rng, nip, at, None)))
+                 for nip in (nips[k % len(nips)] for k in range(events)))
+    _fill_topic(settings, name, check_ins, events, "faust floor: publishing", progress)
     spawn = multiprocessing.get_context("spawn")  # no fork of a process with Kafka threads
     results = spawn.Queue()
     proc = spawn.Process(target=_floor_process, args=(settings, name, events, results))
-    broker_before = process_cpu_s(broker) if broker else None
+    meter = CpuMeter.of_stack(settings)
     proc.start()
     try:
         cpu_s, wall_s, taken = _collect(results, [proc], "faust floor",
                                         timeout_s=FLOOR_TIMEOUT_S)
         proc.join(30)
-        broker_after = process_cpu_s(broker) if broker else None
+        broker_ms = meter.per_item(events).get("kafka")
     finally:
+        admin = AdminClient({"bootstrap.servers": settings.infra.bootstrap})
         for deleted in admin.delete_topics([name]).values():
             deleted.result()
-    broker_ms = (None if broker_before is None or broker_after is None
-                 else round((broker_after - broker_before) * 1000 / events, 3))
     return {"events": events, "events_per_s": round(taken / wall_s),
             "agent_cpu_ms_per_checkin": round(cpu_s * 1000 / taken, 3),
             "broker_cpu_ms_per_checkin": broker_ms}
@@ -450,32 +459,24 @@ def bench_sink(settings: Settings, progress: bool, rows: int = 1_000_000,
     run --sinks N``), timed from the first record fetched to the last offset committed."""
     import multiprocessing
 
-    from confluent_kafka import Producer
-    from confluent_kafka.admin import AdminClient, NewTopic
-
     from sinks.connection import connect
 
     topic = topics.Topic(f"hadir.bench.verdicts.{uuid.uuid4().hex[:8]}", "CheckinVerdict", "NIP")
-    admin = AdminClient({"bootstrap.servers": settings.infra.bootstrap})
-    admin.create_topics([NewTopic(topic.name, num_partitions=settings.infra.partitions,
-                                  replication_factor=1)])[topic.name].result()
     codec = AvroCodec(topic, Registry(settings.infra.registry))
-    producer = Producer({"bootstrap.servers": settings.infra.bootstrap, "linger.ms": 20,
-                         "queue.buffering.max.messages": 1_000_000})
     now = datetime.now(UTC)
-    for k in tqdm(range(rows), desc="sink: publishing verdicts", unit="row",
-                  disable=not progress):
+
+    def verdict(k: int) -> tuple[bytes, bytes]:
         nip = f"19800101200501100{k % 10}"
-        producer.produce(topic.name, key=nip.encode(), value=codec.encode({
+        return nip.encode(), codec.encode({
             "event_id": str(uuid.UUID(int=k)), "nip": nip, "device_id": f"d{k % 977}",
             "office_id": "BENCH", "type": "IN", "server_time": now - timedelta(seconds=k),
             "client_time": None, "verdict": "ACCEPTED", "reasons": [],
             "face_similarity": 0.71, "spoof_score": None, "h3_cell": "8a6526a8a6dffff",
             "distance_m": 0.0, "lat": -2.486, "lon": 106.41, "accuracy_m": 10.0,
-            "decided_at": now}))
-        if k % 10000 == 0:
-            producer.poll(0)
-    producer.flush(120)
+            "decided_at": now})
+
+    _fill_topic(settings, topic.name, map(verdict, range(rows)), rows,
+                "sink: publishing verdicts", progress)
     client = connect(settings.infra)
     spawn = multiprocessing.get_context("spawn")  # no fork of a process with Kafka threads
     out: dict[str, Any] = {"rows": rows, "partitions": settings.infra.partitions,
