@@ -88,7 +88,8 @@ def _employees(client: Any, office: str | None) -> list[EmployeeRow]:
 
 def _times(client: Any, nips: list[str], dates: list[date]) -> tuple[np.ndarray, np.ndarray]:
     """The first counted IN and the last counted OUT of each NIP (rows) and local date
-    (columns), as epoch microseconds (NO_TIME: none).
+    (columns), as epoch microseconds (NO_TIME: none); an offline check-in counts at its
+    capture time, ``server_time - offline_age_ms``.
 
     One row per NIP with its dates (as column numbers) in arrays: decoding 5,000 rows of arrays
     is cheaper than 110,000 rows. ``minIf``/``maxIf`` give 0 where a date has no IN (or OUT);
@@ -96,8 +97,8 @@ def _times(client: Any, nips: list[str], dates: list[date]) -> tuple[np.ndarray,
     rows = client.execute(
         "SELECT nip, groupArray(column), groupArray(first_in), groupArray(last_out) FROM ("
         "SELECT nip, toRelativeDayNum(local_date) - toRelativeDayNum(toDate(%(first)s)) "
-        "AS column, minIf(server_time_ms, type = 'IN') AS first_in, "
-        "maxIf(server_time_ms, type = 'OUT') AS last_out "
+        "AS column, minIf(server_time_ms - offline_age_ms, type = 'IN') AS first_in, "
+        "maxIf(server_time_ms - offline_age_ms, type = 'OUT') AS last_out "
         "FROM checkins FINAL WHERE local_date >= %(first)s AND local_date <= %(last)s "
         "AND verdict IN %(counted)s GROUP BY nip, local_date) GROUP BY nip",
         {"first": dates[0], "last": dates[-1], "counted": COUNTED})

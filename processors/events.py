@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 
 class CheckinType(enum.StrEnum):
@@ -39,12 +39,15 @@ class Reason(enum.StrEnum):
     LOW_ACCURACY = "LOW_ACCURACY"
     SPOOF = "SPOOF"
     NO_TEMPLATE = "NO_TEMPLATE"  # the ASN has no enrolled face yet: a person must look
+    OFFLINE_DELAYED = "OFFLINE_DELAYED"  # captured without signal, sent hours later
 
 
 @dataclass(frozen=True, slots=True)
 class Checkin:
     """One check-in as submitted by the phone. ``server_time`` is authoritative (set by the
-    ingestion edge); ``client_time`` is the device clock, kept for audit and skew detection."""
+    ingestion edge); ``client_time`` is the device clock, kept for audit and skew detection.
+    ``offline_age_ms`` is how long before sending the phone captured it (no signal at the
+    office), by the phone's monotonic clock, which a changed wall clock does not move."""
 
     event_id: str
     nip: str
@@ -58,6 +61,13 @@ class Checkin:
     mock_location: bool
     selfie: bytes | None = None
     app_version: str = ""
+    offline_age_ms: int = 0
+
+    @property
+    def captured_at(self) -> datetime:
+        """When the check-in happened: the time for attendance, clock skew, travel and device
+        use (DESIGN.md: ``server_time - offline_age_ms``)."""
+        return self.server_time - timedelta(milliseconds=self.offline_age_ms)
 
 
 @dataclass(frozen=True, slots=True)

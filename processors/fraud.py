@@ -2,6 +2,8 @@
 
 - Shared device (buddy punching): one device_id used by two or more NIPs within a window.
 - Clock skew: the phone's clock disagrees with the server's (the server is authoritative).
+- Offline delay: a check-in captured without signal and sent hours later is looked at by a
+  person (its time is the capture time, which only the phone vouches for).
 - Unknown employee: the NIP is not in the reference data.
 - The verdict: REJECTED if any finding is a rejecting reason, REVIEW if any is a review reason,
   ACCEPTED otherwise (DESIGN.md, "Default policy").
@@ -25,12 +27,15 @@ class FraudPolicy:
 
     shared_device_window_h: float = 12.0
     clock_skew_max_s: float = 300.0
+    offline_review_after_s: float = 2 * 3600.0  # OFFLINE_DELAYED past this age
+    offline_max_s: float = 72 * 3600.0  # older: the edge refuses it, the intake dead-letters it
     rejected_reasons: tuple[str, ...] = (
         "UNKNOWN_EMPLOYEE", "MOCK_LOCATION", "OUTSIDE_GEOFENCE", "IMPOSSIBLE_TRAVEL",
         "NO_SELFIE", "NO_FACE", "FACE_MISMATCH", "SELFIE_REPLAY",
     )
     review_reasons: tuple[str, ...] = (
         "SHARED_DEVICE", "MULTIPLE_FACES", "CLOCK_SKEW", "LOW_ACCURACY", "SPOOF", "NO_TEMPLATE",
+        "OFFLINE_DELAYED",
     )
 
     def __post_init__(self) -> None:
@@ -40,6 +45,10 @@ class FraudPolicy:
         if not 0 <= self.clock_skew_max_s < math.inf:
             raise ValueError(f"clock_skew_max_s must be 0 seconds or more, "
                              f"got {self.clock_skew_max_s!r}")
+        if not 0 <= self.offline_review_after_s <= self.offline_max_s < math.inf:
+            raise ValueError("offline ages must satisfy 0 <= offline_review_after_s <= "
+                             f"offline_max_s, got {self.offline_review_after_s!r} and "
+                             f"{self.offline_max_s!r}")
         known = {r.value for r in Reason}
         for name in (*self.rejected_reasons, *self.review_reasons):
             if name not in known:
@@ -73,17 +82,34 @@ def alert_id(event_id: str, reason: Reason) -> str:
 
 
 def clock_skew(checkin: Checkin, policy: FraudPolicy) -> Finding | None:
-    """CLOCK_SKEW when the phone's clock is off by more than the allowed skew."""
+    """CLOCK_SKEW when the phone's clock is off by more than the allowed skew, compared at
+    the capture time (an offline check-in's client time is when it was captured)."""
     if checkin.client_time is None:
         return None
-    skew = (checkin.client_time - checkin.server_time).total_seconds()
+    skew = (checkin.client_time - checkin.captured_at).total_seconds()
     if abs(skew) <= policy.clock_skew_max_s:
         return None
-    return Finding(Reason.CLOCK_SKEW, {
+    evidence: dict[str, object] = {
         "skew_s": round(skew, 3),
         "client_time": checkin.client_time.isoformat(),
         "server_time": checkin.server_time.isoformat(),
         "max_skew_s": policy.clock_skew_max_s,
+    }
+    if checkin.offline_age_ms:
+        evidence["offline_age_ms"] = checkin.offline_age_ms
+    return Finding(Reason.CLOCK_SKEW, evidence)
+
+
+def offline_delayed(checkin: Checkin, policy: FraudPolicy) -> Finding | None:
+    """OFFLINE_DELAYED when the phone kept the check-in longer than the review threshold
+    before sending it: its time is then the phone's word, so a person looks."""
+    if checkin.offline_age_ms <= policy.offline_review_after_s * 1000:
+        return None
+    return Finding(Reason.OFFLINE_DELAYED, {
+        "offline_age_s": round(checkin.offline_age_ms / 1000, 3),
+        "captured_at": checkin.captured_at.isoformat(),
+        "server_time": checkin.server_time.isoformat(),
+        "review_after_s": policy.offline_review_after_s,
     })
 
 
@@ -121,7 +147,7 @@ def _shared(device_id: str, others: list[DeviceUse], policy: FraudPolicy) -> Fin
 def shared_device(history: DeviceHistory, checkin: Checkin, policy: FraudPolicy
                   ) -> tuple[Finding | None, list[tuple[DeviceUse, Finding]], DeviceHistory]:
     """SHARED_DEVICE for every check-in made on a device that another NIP used within the
-    window before it (by server time). The first person on a device is not flagged; the later
+    window before it (by capture time). The first person on a device is not flagged; the later
     ones are, with the other NIPs as evidence.
 
     Check-ins may be processed out of server-time order (they reach the device stage through
@@ -133,7 +159,7 @@ def shared_device(history: DeviceHistory, checkin: Checkin, policy: FraudPolicy
     that was down) is still judged against every use within a window either side of it.
     """
     window = timedelta(hours=policy.shared_device_window_h)
-    t = checkin.server_time
+    t = checkin.captured_at
     newest = max([t, *(u.at for u in history.uses)])
     kept = [u for u in history.uses
             if u.at >= newest - 2 * window and u.event_id != checkin.event_id]

@@ -750,7 +750,7 @@ class Fix:
         """The fix of a check-in that passed :func:`check_fix`; one without an accuracy is
         taken as accurate to ``policy.low_accuracy_m`` (the least a usable fix promises)."""
         accuracy = policy.low_accuracy_m if checkin.accuracy_m is None else checkin.accuracy_m
-        return cls(checkin.lat, checkin.lon, accuracy, checkin.server_time, checkin.event_id)
+        return cls(checkin.lat, checkin.lon, accuracy, checkin.captured_at, checkin.event_id)
 
 
 def impossible_travel(

@@ -34,7 +34,7 @@ log = logging.getLogger("hadir.sink")
 Row = tuple[Any, ...]
 
 
-def _local_date(column: str, tz: str) -> pl.Expr:
+def _local_date(column: str | pl.Expr, tz: str) -> pl.Expr:
     """Epoch milliseconds -> the calendar date in ``tz`` (attendance is per local day)."""
     return pl.from_epoch(column, time_unit="ms").dt.replace_time_zone("UTC") \
         .dt.convert_time_zone(tz).dt.date()
@@ -87,10 +87,11 @@ def _event_mappings(tz: str) -> list[EventMapping]:
             **same("event_id", "nip", "device_id", "office_id", "type"),
             "server_time": _seconds("server_time"),
             "server_time_ms": pl.col("server_time"),
-            "local_date": _local_date("server_time", tz),
+            # the day of the check-in itself, which an offline one precedes its sending by
+            "local_date": _local_date(pl.col("server_time") - pl.col("offline_age_ms"), tz),
             "client_time": _seconds("client_time"),
             **same("verdict", "reasons", "face_similarity", "spoof_score", "h3_cell",
-                   "distance_m", "lat", "lon", "accuracy_m"),
+                   "distance_m", "lat", "lon", "accuracy_m", "offline_age_ms"),
             "decided_at": _seconds("decided_at"),
             "version": pl.col("decided_at")}, required=("server_time", "decided_at")),
         EventMapping(topics.ALERTS, "alerts", {

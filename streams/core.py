@@ -2,7 +2,7 @@
 
 Person step (state per NIP, input keyed by NIP): duplicate event ids, unknown employee, geofence
 (skipped on a DINAS_LUAR day: official duty elsewhere), impossible travel (against the fixes
-just before and after in server time, from a day of them), clock skew.
+just before and after in capture time, from a day of them), clock skew, offline delay.
 Device step (state per device_id, input repartitioned by device): shared device, then the
 verdict and its alerts.
 
@@ -100,7 +100,7 @@ def person_step(record: dict[str, Any], state: dict[str, Any] | None, ref: Refer
         found.append(fraud.unknown_employee(checkin.nip))
     else:
         record["office_id"] = employee["office_id"]
-        local_day = checkin.server_time.astimezone(tz).date()
+        local_day = checkin.captured_at.astimezone(tz).date()
         excuse = ref.excuse_on(checkin.nip, local_day)
         if employee["office_id"] in ref.geofences:
             where = ref.geofences.locate(employee["office_id"], checkin.lat, checkin.lon)
@@ -124,9 +124,8 @@ def person_step(record: dict[str, Any], state: dict[str, Any] | None, ref: Refer
     jump = geo.impossible_travel_between(_as_fix(before), current, _as_fix(after), geo_policy)
     if jump:
         found.append(jump)
-    skew = fraud.clock_skew(checkin, fraud_policy)
-    if skew:
-        found.append(skew)
+    found.extend(f for f in (fraud.clock_skew(checkin, fraud_policy),
+                             fraud.offline_delayed(checkin, fraud_policy)) if f)
     add_findings(record, found)
     reasons = {f["reason"] for f in record["findings"]}
     if not reasons & _UNTRUSTED_FIX:

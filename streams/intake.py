@@ -122,6 +122,8 @@ def build_intake_app(settings: Settings) -> faust.App:
     async def follow_reference() -> None:
         await follower.run()
 
+    max_offline_ms = int(settings.fraud.offline_max_s * 1000)
+
     @app.agent(raw)
     async def intake(stream: Any) -> None:
         await follower.ready.wait()
@@ -132,7 +134,7 @@ def build_intake_app(settings: Settings) -> faust.App:
             checked: list[tuple[Any, Checkin, list[Finding]]] = []
             for event in events:
                 try:
-                    checkin = checkin_from_raw(raw_codec.decode(event.value))
+                    checkin = checkin_from_raw(raw_codec.decode(event.value), max_offline_ms)
                     found = geo.check_fix(checkin, settings.geo)
                 except (SerdeError, InvalidCheckin) as exc:
                     dlq.add(outbox, event, f"{type(exc).__name__}: {exc}")

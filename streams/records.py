@@ -35,9 +35,10 @@ def from_epoch_ms(ms: int) -> datetime:
 SERVER_TIMES = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 
 
-def checkin_from_raw(r: dict[str, Any]) -> Checkin:
+def checkin_from_raw(r: dict[str, Any], max_offline_ms: int) -> Checkin:
     """A phone's check-in; its event_id must be a UUID (kept in canonical form), its NIP not
-    empty, its server time plausible."""
+    empty, its server time plausible, its offline age at most ``max_offline_ms`` (the edge
+    refuses older ones; the policy's ``offline_max_s``)."""
     try:
         checkin = Checkin(
             event_id=str(uuid.UUID(r["event_id"])), nip=r["nip"].strip(), device_id=r["device_id"],
@@ -45,11 +46,15 @@ def checkin_from_raw(r: dict[str, Any]) -> Checkin:
             client_time=r.get("client_time"), lat=r["lat"], lon=r["lon"],
             accuracy_m=r.get("accuracy_m"), mock_location=bool(r.get("mock_location")),
             selfie=r.get("selfie"), app_version=r.get("app_version") or "",
+            offline_age_ms=r.get("offline_age_ms") or 0,
         )
     except (KeyError, ValueError, AttributeError) as exc:
         raise InvalidCheckin(f"malformed check-in: {type(exc).__name__}: {exc}") from None
     if not checkin.nip:
         raise InvalidCheckin("malformed check-in: empty nip")
+    if not 0 <= checkin.offline_age_ms <= max_offline_ms:
+        raise InvalidCheckin(f"malformed check-in: offline_age_ms {checkin.offline_age_ms} is "
+                             f"outside 0..{max_offline_ms}")
     if not SERVER_TIMES[0] <= checkin.server_time < SERVER_TIMES[1]:
         raise InvalidCheckin(f"malformed check-in: server_time {checkin.server_time:%Y-%m-%d} "
                              f"is outside {SERVER_TIMES[0]:%Y}..{SERVER_TIMES[1]:%Y}")
@@ -64,6 +69,7 @@ def in_progress(c: Checkin, findings: list[Finding], *, similarity: float | None
         "client_time": epoch_ms(c.client_time) if c.client_time is not None else None,
         "lat": c.lat, "lon": c.lon, "accuracy_m": c.accuracy_m, "mock_location": c.mock_location,
         "app_version": c.app_version, "has_selfie": c.selfie is not None,
+        "offline_age_ms": c.offline_age_ms,
         "face_similarity": similarity, "spoof_score": spoof, "office_id": "", "h3_cell": "",
         "distance_m": None, "source_offset": source,
         "findings": [{"reason": f.reason.value, "evidence": evidence_json(f.evidence)}
@@ -78,6 +84,7 @@ def checkin_from_progress(r: dict[str, Any]) -> Checkin:
         client_time=from_epoch_ms(r["client_time"]) if r["client_time"] is not None else None,
         lat=r["lat"], lon=r["lon"], accuracy_m=r["accuracy_m"],
         mock_location=r["mock_location"], selfie=None, app_version=r["app_version"],
+        offline_age_ms=r["offline_age_ms"],
     )
 
 
@@ -99,6 +106,7 @@ def verdict_record(r: dict[str, Any], verdict: Verdict, now: datetime) -> dict[s
         "face_similarity": r["face_similarity"], "spoof_score": r["spoof_score"],
         "h3_cell": r["h3_cell"], "distance_m": r["distance_m"], "lat": r["lat"],
         "lon": r["lon"], "accuracy_m": r["accuracy_m"], "decided_at": now,
+        "offline_age_ms": r["offline_age_ms"],
     }
 
 

@@ -197,3 +197,21 @@ def test_a_shared_device_found_late_revises_the_verdict_already_given() -> None:
     _, revised, _ = device_step(_record([], at=AT + timedelta(minutes=1)), state,
                                 FraudPolicy(), decided)
     assert revised == []
+
+
+def test_an_offline_check_in_is_judged_at_its_capture_time() -> None:
+    """Captured in the office at 07:20 WIB without signal, sent at 09:00: the fix is kept at
+    07:20, so a check-in at the office at 07:30 is no jump from it; held past two hours it is
+    reviewed."""
+    captured = datetime(2026, 10, 5, 0, 20, tzinfo=UTC)
+    record = _record([], at=captured + timedelta(minutes=100))
+    record["offline_age_ms"] = 100 * 60 * 1000
+    record["client_time"] = int(captured.timestamp() * 1000)
+    reasons, state = _person(record, None)
+    assert reasons == set()
+    assert state["fixes"][-1]["at"] == int(captured.timestamp() * 1000)
+    held = _record([], at=captured + timedelta(hours=3))
+    held["offline_age_ms"] = 3 * 3600 * 1000
+    held["client_time"] = int(captured.timestamp() * 1000)
+    reasons, _ = _person(held, None)
+    assert reasons == {"OFFLINE_DELAYED"}

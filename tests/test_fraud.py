@@ -1,4 +1,4 @@
-"""processors/fraud.py with plain data: shared device, clock skew, the verdict."""
+"""processors/fraud.py with plain data: shared device, clock skew, offline delay, the verdict."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from processors.fraud import (
     alert_id,
     clock_skew,
     decide,
+    offline_delayed,
     severity,
     shared_device,
 )
@@ -144,3 +145,49 @@ def test_alert_id_is_deterministic_per_event_and_rule() -> None:
     assert a == alert_id("ev-1", Reason.SHARED_DEVICE)
     assert a != alert_id("ev-1", Reason.CLOCK_SKEW)
     assert a != alert_id("ev-2", Reason.SHARED_DEVICE)
+
+
+def offline(age: timedelta, client: datetime | None = None) -> Checkin:
+    """Captured at T0 without signal, sent ``age`` later."""
+    sent = T0 + age
+    return Checkin("e", "198001012005011001", "dev-1", CheckinType.IN, sent, client, -2.4867,
+                   106.4103, 10.0, False, offline_age_ms=int(age.total_seconds() * 1000))
+
+
+def test_an_offline_check_in_happened_when_it_was_captured() -> None:
+    c = offline(timedelta(minutes=100), client=T0)
+    assert c.captured_at == T0
+    # its phone clock was right at capture: no skew, though it was sent 100 minutes later
+    assert clock_skew(c, POLICY) is None
+    assert offline_delayed(c, POLICY) is None  # within two hours: nobody needs to look
+
+
+def test_an_offline_check_in_held_past_two_hours_is_reviewed() -> None:
+    exactly = offline(timedelta(hours=2), client=T0)
+    assert offline_delayed(exactly, POLICY) is None
+    late = offline(timedelta(hours=2, seconds=1), client=T0)
+    finding = offline_delayed(late, POLICY)
+    assert finding is not None and finding.reason is Reason.OFFLINE_DELAYED
+    assert finding.evidence["captured_at"] == T0.isoformat()
+    assert decide([finding], POLICY) is Verdict.REVIEW
+
+
+def test_a_changed_clock_is_still_caught_on_an_offline_check_in() -> None:
+    c = offline(timedelta(minutes=30), client=T0 - timedelta(hours=1))
+    finding = clock_skew(c, POLICY)
+    assert finding is not None and finding.evidence["skew_s"] == -3600
+    assert finding.evidence["offline_age_ms"] == 30 * 60 * 1000
+
+
+def test_offline_limits_must_be_ordered() -> None:
+    with pytest.raises(ValueError, match="offline_review_after_s <= offline_max_s"):
+        FraudPolicy(offline_review_after_s=10.0, offline_max_s=5.0)
+
+
+def test_a_device_is_used_when_the_check_in_was_captured() -> None:
+    """Two NIPs on one phone at 07:25 and 07:40, the first sent offline at 10:00: shared."""
+    first = offline(timedelta(hours=2, minutes=35))
+    second = checkin(nip="198001012005011002", at=T0 + timedelta(minutes=15), event_id="e2")
+    _, _, history = shared_device(DeviceHistory(), second, POLICY)
+    finding, revised, _ = shared_device(history, first, POLICY)
+    assert finding is None and [u.event_id for u, _ in revised] == ["e2"]

@@ -25,7 +25,7 @@ def _checkin() -> dict[str, object]:
             "device_id": "android-0a1b2c", "type": "IN", "server_time": now,
             "client_time": now, "lat": -2.4867, "lon": 106.4103, "accuracy_m": 12.5,
             "mock_location": False, "selfie": b"\xff\xd8\xff\xe0 not really a jpeg",
-            "app_version": "2.4.1"}
+            "app_version": "2.4.1", "offline_age_ms": 90_000}
 
 
 def test_services_are_healthy(stack) -> None:  # type: ignore[no-untyped-def]

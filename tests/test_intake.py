@@ -52,13 +52,17 @@ def test_check_ins_the_later_stages_could_not_judge_are_refused() -> None:
            "device_id": "d", "type": "IN", "server_time": at, "client_time": at, "lat": -2.4,
            "lon": 106.4, "accuracy_m": 10.0, "mock_location": False, "selfie": None,
            "app_version": "1"}
-    assert checkin_from_raw(raw).nip == "198001012005011001"
+    day_ms = 24 * 3600 * 1000
+    assert checkin_from_raw(raw, day_ms).nip == "198001012005011001"
+    assert checkin_from_raw({**raw, "offline_age_ms": day_ms}, day_ms).offline_age_ms == day_ms
     for bad, reason in (({"nip": "  "}, "empty nip"),
+                        ({"offline_age_ms": day_ms + 1}, "offline_age_ms 86400001 is outside"),
+                        ({"offline_age_ms": -1}, "outside 0..86400000"),
                         ({"server_time": datetime(9999, 12, 31, 23, tzinfo=UTC)},
                          "server_time 9999-12-31 is outside 2000..2100"),
                         ({"server_time": datetime(1970, 1, 1, tzinfo=UTC)}, "outside")):
         with pytest.raises(InvalidCheckin, match=reason):
-            checkin_from_raw({**raw, **bad})
+            checkin_from_raw({**raw, **bad}, day_ms)
 
 
 def test_a_dead_letter_too_large_for_kafka_keeps_the_values_fingerprint() -> None:
