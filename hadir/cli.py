@@ -123,6 +123,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     return workers.foreground(settings, args.intake, args.sinks, args.core)
 
 
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from hadir.gateway.server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return serve(_settings())
+
+
+def cmd_device(args: argparse.Namespace) -> int:
+    from hadir import devices
+
+    settings = _settings()
+    if args.action == "issue":
+        emit_object(devices.issue_codes(settings, [args.nip])[0], args.format,
+                    title=f"Activation code for {args.nip}")
+    elif args.action == "revoke":
+        if (args.key_id is None) == (args.nip is None):
+            raise SystemExit("hadir device revoke: give a KEY_ID or --nip NIP (one of them)")
+        emit_object({"revoked": devices.revoke(settings, args.key_id, args.nip)}, args.format)
+    else:
+        emit([devices.key_row(k) for k in devices.keys(settings, args.nip)], args.format,
+             title="Device keys", columns=["key_id", "nip", "device_id", "platform", "model",
+                                           "registered_at", "revoked_at"])
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from hadir import replay
 
@@ -235,6 +260,26 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--supervisor", help=argparse.SUPPRESS)  # marks --detach's own process
     _fmt(s)
     s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("gateway", help="serve the phone edge (HTTP; also started by hadir run)")
+    s.add_argument("--hadir-worker", help=argparse.SUPPRESS)  # marks hadir run's own process
+    s.set_defaults(func=cmd_gateway)
+
+    s = sub.add_parser("device", help="phone registration: activation codes and device keys")
+    ds = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    d = ds.add_parser("issue", help="a one-time activation code for an ASN's phone")
+    d.add_argument("nip")
+    _fmt(d)
+    d.set_defaults(func=cmd_device)
+    d = ds.add_parser("revoke", help="end a device key (or every key of --nip) at once")
+    d.add_argument("key_id", nargs="?")
+    d.add_argument("--nip")
+    _fmt(d)
+    d.set_defaults(func=cmd_device)
+    d = ds.add_parser("list", help="registered device keys")
+    d.add_argument("--nip")
+    _fmt(d, csv=True)
+    d.set_defaults(func=cmd_device)
 
     s = sub.add_parser("replay", help="replay a scenario folder end to end")
     s.add_argument("dir", type=Path, help="scenario folder (format in DESIGN.md)")

@@ -12,8 +12,8 @@ later winning:
 2. environment variables ``HADIR_<SECTION>_<FIELD>``, e.g. ``HADIR_GEO_GEOFENCE_TOLERANCE_M=50``
    or ``HADIR_INFRA_KAFKA_PORT=19092``. Tuples are comma-separated in the environment.
 
-Sections and their fields are the dataclasses below (infra, sink, security) and the policies of
-the processors (geo, face, fraud, attendance), each documented where its rule lives.
+Sections and their fields are the dataclasses below (infra, sink, security, gateway) and the
+policies of the processors (geo, face, fraud, attendance), each documented where its rule lives.
 ``hadir config`` prints the effective values.
 """
 
@@ -125,6 +125,40 @@ class SecuritySettings:
                      "template_key_hex", "64 hexadecimal characters (a 256-bit key)", "***")
 
 
+@dataclass(frozen=True)
+class GatewaySettings:
+    """The phone edge (``hadir gateway``, DESIGN.md "The phone edge")."""
+
+    host: str = "127.0.0.1"
+    port: int = 8088
+    tls_cert: str = ""  # PEM files; both set: HTTPS
+    tls_key: str = ""
+    max_body_bytes: int = 2_000_000  # larger requests are 413
+    kafka_timeout_s: float = 5.0  # no acknowledgement by then: 503, the phone keeps it queued
+    retry_after_s: int = 30  # what a 503 tells the phone to wait
+    rate_per_minute: float = 6.0  # a device's sustained requests, with a burst of
+    rate_burst: int = 30  # (an offline phone uploads its queue at once)
+    activation_ttl_h: float = 72.0  # how long an activation code stays usable
+    # Keeps the body's server_time (historical replay) for a signed request that also carries
+    # X-Hadir-Import-Token with this value. Empty: off, except on a locally managed stack,
+    # where `hadir run` makes one in <home>/secrets/import-token for `hadir replay`.
+    import_token: str = ""
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.port <= 65535, "port", "a port in 1..65535", self.port)
+        _require(bool(self.tls_cert) == bool(self.tls_key), "tls_cert",
+                 "set together with tls_key", self.tls_cert)
+        _require(1024 <= self.max_body_bytes <= 16_000_000, "max_body_bytes",
+                 "1024..16000000", self.max_body_bytes)
+        for name in ("kafka_timeout_s", "rate_per_minute", "activation_ttl_h"):
+            _require(0 < getattr(self, name) < math.inf, name, "more than 0",
+                     getattr(self, name))
+        _require(self.rate_burst >= 1, "rate_burst", "at least 1", self.rate_burst)
+        _require(self.retry_after_s >= 1, "retry_after_s", "at least 1", self.retry_after_s)
+        _require(not self.import_token or len(self.import_token) >= 32, "import_token",
+                 "at least 32 characters", "***")
+
+
 def _require(ok: bool, name: str, what: str, value: Any) -> None:
     if not ok:
         raise ValueError(f"{name} must be {what}, got {value!r}")
@@ -135,6 +169,7 @@ class Settings:
     infra: InfraSettings = field(default_factory=InfraSettings)
     sink: SinkSettings = field(default_factory=SinkSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
     geo: GeoPolicy = field(default_factory=GeoPolicy)
     face: FacePolicy = field(default_factory=FacePolicy)
     fraud: FraudPolicy = field(default_factory=FraudPolicy)
@@ -227,7 +262,7 @@ def as_dict(settings: Settings) -> dict[str, Any]:
     """The effective settings, secrets masked, for ``hadir config``."""
     out = dataclasses.asdict(settings)
     for section, key in (("security", "template_key_hex"), ("infra", "clickhouse_password"),
-                         ("infra", "dashboard_password")):
+                         ("infra", "dashboard_password"), ("gateway", "import_token")):
         if out[section][key]:
             out[section][key] = "***"
     return out

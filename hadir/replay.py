@@ -1,12 +1,15 @@
 """``hadir replay DIR``: a scenario folder through the real pipeline, end to end.
 
 1. Read and check the whole folder, and enroll every face, before anything is published.
-2. Start the stack and the workers if they are not running.
+2. Start the stack, the workers and the gateway if they are not running.
 3. Publish the reference data (offices, employees, excuses, sealed face templates).
-4. Publish the check-ins in server_time order, with their selfies, one day at a time, waiting
-   until each has its verdict in ClickHouse (or a dead letter) before the next day. Events that
-   already have a verdict (an earlier run) are not published again: a second run is a no-op.
-5. Summarise: verdicts by kind, alerts by rule, dead letters.
+4. Register one phone per (NIP, device_id) pair with an activation code, as the app does.
+5. Send the check-ins through the phone edge (``hadir gateway``), signed by their phone's key,
+   with the importer token so their historical server_time is kept, in server_time order per
+   phone, one day at a time, waiting until each has its verdict in ClickHouse (or a dead
+   letter) before the next day. Events that already have a verdict (an earlier run) are not
+   sent again: a second run is a no-op. Events the edge refuses are listed, not judged.
+6. Summarise: verdicts by kind, alerts by rule, dead letters, refusals.
 """
 
 from __future__ import annotations
@@ -19,15 +22,20 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import requests
 from tqdm import tqdm
 
 from hadir import faces, topics, workers
-from hadir.config import Settings
+from hadir import phones as phone_sim
+from hadir.config import ConfigError, Settings
+from hadir.gateway.importer import import_token
 from hadir.infra import stack
+from hadir.infra.process import InfraError, wait_until
 from hadir.output import emit, emit_object
+from hadir.phone import checkin_body, gateway_url
 from hadir.queries import event_ids
 from hadir.scenario import Event, Scenario, ScenarioError, load
-from hadir.serde import AvroCodec, Registry
+from hadir.serde import AvroCodec, Registry, SerdeError
 from processors.face import EnrollmentError, Template
 from sinks.connection import connect
 
@@ -42,6 +50,7 @@ class Summary:
     dead_letters: int = 0
     seconds: float = 0.0
     dead_letter_reasons: list[str] = field(default_factory=list)
+    refused: list[dict[str, Any]] = field(default_factory=list)  # event_id, nip, status, errors
 
 
 def _producer(settings: Settings) -> Any:
@@ -116,53 +125,46 @@ def _decided(settings: Settings, ids: list[str]) -> set[str]:
     return {r[0] for r in rows}
 
 
-def _record(e: Event) -> dict[str, Any]:
-    return {"event_id": e.event_id, "nip": e.nip, "device_id": e.device_id, "type": e.type,
-            "server_time": e.server_time, "client_time": e.client_time, "lat": e.lat,
-            "lon": e.lon, "accuracy_m": e.accuracy_m, "mock_location": e.mock_location,
-            "selfie": e.selfie.read_bytes() if e.selfie else None,
-            "app_version": e.app_version}
+def _body(e: Event) -> bytes:
+    return checkin_body(e.event_id, e.nip, e.type, e.client_time, e.lat, e.lon, e.accuracy_m,
+                        e.mock_location, e.app_version,
+                        e.selfie.read_bytes() if e.selfie else None, server_time=e.server_time)
 
 
-def publish_events(settings: Settings, events: list[Event]) -> dict[tuple[int, int], str]:
-    """Publish in server_time order; returns (partition, offset) -> event_id."""
-    codec = AvroCodec(topics.RAW, Registry(settings.infra.registry))
-    p = _producer(settings)
-    where: dict[tuple[int, int], str] = {}
+def wait_for_gateway(settings: Settings, timeout: float = 120.0) -> None:
+    def up() -> bool:
+        try:
+            return requests.get(gateway_url(settings) + "/healthz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
 
-    def delivered(err: Any, msg: Any, event_id: str) -> None:
-        if err is None:
-            where[(msg.partition(), msg.offset())] = event_id
-
-    for e in events:
-        value = codec.encode(_record(e))
-        while True:
-            try:
-                p.produce(topics.RAW.name, key=e.nip.encode(), value=value,
-                          on_delivery=lambda err, msg, i=e.event_id: delivered(err, msg, i))
-                break
-            except BufferError:  # the local queue is full (a day of large selfies): drain it
-                p.poll(1)
-        p.poll(0)
-    _flush(p)
-    return where
+    if not wait_until(up, timeout, 0.5):
+        raise InfraError(f"the gateway at {gateway_url(settings)} did not answer within "
+                         f"{timeout:.0f} s; see {settings.infra.home_path / 'workers'}")
 
 
 class DeadLetterWatch:
-    """Dead letters of the raw topic's records published by this run."""
+    """Dead letters of the raw topic's records published from now on, by event id (read from
+    the original record the dead letter keeps)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.codec = AvroCodec(topics.DLQ, Registry(settings.infra.registry))
+        registry = Registry(settings.infra.registry)
+        self.codec = AvroCodec(topics.DLQ, registry)
+        self.raw = AvroCodec(topics.RAW, registry)
         self.consumer = topics.consumer_from_now(settings.infra, topics.DLQ, "hadir-replay")
-        self.letters: dict[tuple[int, int], str] = {}
+        self.letters: dict[str, str] = {}
 
     def poll(self) -> None:
         for msg in self.consumer.consume(1000, timeout=0.2):
             if msg.error():
                 continue
             d = self.codec.decode(msg.value())
-            if d["source_topic"] == topics.RAW.name:
-                self.letters[(d["source_partition"], d["source_offset"])] = d["error"]
+            if d["source_topic"] != topics.RAW.name or d["value"] is None:
+                continue
+            try:
+                self.letters[self.raw.decode(d["value"])["event_id"]] = d["error"]
+            except SerdeError:
+                continue  # not a check-in the edge sent
 
     def close(self) -> None:
         self.consumer.close()
@@ -187,13 +189,19 @@ def replay(settings: Settings, folder: Path, timeout: float = 900,
     started = time.monotonic()
     scenario = load(folder)
     templates = enroll_all(settings, scenario, progress)
+    token = import_token(settings)
+    if not token:
+        raise ConfigError("hadir replay keeps the events' server_time through the gateway's "
+                          "importer token: set HADIR_GATEWAY_IMPORT_TOKEN as the gateway has it")
     stack.up(settings, progress=progress)
     if settings.infra.managed:  # otherwise the workers run elsewhere too (docker/compose.yaml)
         workers.start(settings, intake_workers)
     publish_reference(settings, scenario, templates)
+    wait_for_gateway(settings)
     ids = list(dict.fromkeys(e.event_id for e in scenario.events))
     done = _decided(settings, ids)
     todo = [e for e in scenario.events if e.event_id not in done]
+    phones = phone_sim.register(settings, ((e.nip, e.device_id) for e in todo))
     # One day at a time, as the days happened: a check-in is judged against what came before
     # it (earlier fixes, device history, earlier selfies), never against a later day's events.
     tz = ZoneInfo(settings.attendance.timezone)
@@ -202,18 +210,26 @@ def replay(settings: Settings, folder: Path, timeout: float = 900,
         days.setdefault(e.server_time.astimezone(tz).date(), []).append(e)
     watch = DeadLetterWatch(settings)
     letters: dict[str, str] = {}
+    refused: list[dict[str, Any]] = []
     bar = tqdm(total=len(ids), initial=len(ids) - len({e.event_id for e in todo}),
                desc="replaying check-ins", unit="ev", disable=not progress)
     deadline = time.monotonic() + timeout
     try:
         for day, events in sorted(days.items()):
             bar.set_postfix_str(f"{day}")
-            where = publish_events(settings, events)
-            pending = {e.event_id for e in events}
+            answers = phone_sim.send(settings, [(phones[(e.nip, e.device_id)], _body(e))
+                                                for e in events], token)
+            pending = set()
+            for e, a in zip(events, answers, strict=True):
+                if a.status in (200, 202):
+                    pending.add(e.event_id)
+                else:
+                    refused.append({"event_id": e.event_id, "nip": e.nip, "status": a.status,
+                                    "errors": a.body.get("errors", [])})
+            bar.update(len(events) - len(pending))
             while pending:
                 watch.poll()
-                letters.update({where[pos]: err for pos, err in watch.letters.items()
-                                if pos in where})
+                letters.update({e: err for e, err in watch.letters.items() if e in pending})
                 finished = (_decided(settings, list(pending)) | set(letters)) & pending
                 pending -= finished
                 bar.update(len(finished))
@@ -229,8 +245,9 @@ def replay(settings: Settings, folder: Path, timeout: float = 900,
         bar.close()
         watch.close()
     verdicts, alerts = _counts(settings, ids)
-    return Summary(str(folder), len(ids), len(todo), verdicts, alerts, len(letters),
-                   round(time.monotonic() - started, 1), sorted(set(letters.values()))[:10])
+    return Summary(str(folder), len(ids), len(todo) - len(refused), verdicts, alerts,
+                   len(letters), round(time.monotonic() - started, 1),
+                   sorted(set(letters.values()))[:10], refused)
 
 
 def print_summary(s: Summary, fmt: str) -> None:
@@ -245,3 +262,7 @@ def print_summary(s: Summary, fmt: str) -> None:
     print(f"Dead letters: {s.dead_letters}")
     for reason in s.dead_letter_reasons:
         print(f"  {reason}")
+    if s.refused:
+        emit([{"event_id": r["event_id"], "nip": r["nip"], "status": r["status"],
+               "why": "; ".join(e["message"] for e in r["errors"])} for r in s.refused],
+             "table", title=f"Refused by the gateway: {len(s.refused)}")

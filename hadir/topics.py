@@ -27,6 +27,10 @@ class Topic:
     # record per batch and partition instead of one per check-in (faust's cost per record
     # consumed was most of the core worker's CPU). Only between Hadir's own stages.
     batched: bool = False
+    # How long records are kept: an event topic's default is 7 days (the appeal window for
+    # the selfies on the raw topic); a compacted topic keeps each key's latest value unless
+    # this is set, and then forgets keys not written for that long.
+    retention_days: int | None = None
 
 
 RAW = Topic("hadir.checkins.raw", "CheckinSubmitted", "NIP", raw=True)
@@ -42,9 +46,15 @@ FACED = Topic("hadir.internal.faced.batches", "CheckinInProgress", "NIP (one par
 BY_DEVICE = Topic("hadir.internal.bydevice.batches", "CheckinInProgress",
                   "device_id (one partition's)", batched=True)
 SELFIES = Topic("hadir.internal.selfies", "SelfieHash", "index entry", compacted=True)
+# The phone edge's own state (hadir/gateway): registered keys, activation codes (hashed), and
+# which event ids it accepted (kept a day longer than the raw topic keeps the check-ins).
+DEVICES = Topic("hadir.ref.devices", "DeviceKey", "key_id", compacted=True)
+ACTIVATIONS = Topic("hadir.ref.activations", "ActivationCode", "code_hash", compacted=True)
+ACCEPTED = Topic("hadir.gateway.accepted", "AcceptedCheckin", "event_id", compacted=True,
+                 retention_days=8)
 
 ALL: tuple[Topic, ...] = (RAW, VERDICTS, ALERTS, DLQ, EMPLOYEES, OFFICES, FACES, EXCUSES, FACED,
-                          BY_DEVICE, SELFIES)
+                          BY_DEVICE, SELFIES, DEVICES, ACTIVATIONS, ACCEPTED)
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,16 @@ def partitions(topic: Topic, infra: InfraSettings) -> int:
     return infra.partitions
 
 
+def _topic_config(t: Topic) -> dict[str, str]:
+    retention = {"retention.ms": str((t.retention_days or 7) * 24 * 3600 * 1000)}
+    if not t.compacted:
+        return retention
+    if t.retention_days:
+        return {"cleanup.policy": "compact,delete", "min.cleanable.dirty.ratio": "0.1",
+                **retention}
+    return {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
+
+
 def create_all(infra: InfraSettings, timeout: float = 30.0) -> list[str]:
     """Create the topics (and the table changelogs) that do not exist yet; returns the names
     created."""
@@ -84,8 +104,7 @@ def create_all(infra: InfraSettings, timeout: float = 30.0) -> list[str]:
     existing = set(admin.list_topics(timeout=timeout).topics)
     new = [
         NewTopic(t.name, num_partitions=partitions(t, infra), replication_factor=1,
-                 config={"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
-                 if t.compacted else {"retention.ms": str(7 * 24 * 3600 * 1000)})
+                 config=_topic_config(t))
         for t in ALL if t.name not in existing
     ] + [
         NewTopic(c.name, num_partitions=partitions(c.like, infra), replication_factor=1,
