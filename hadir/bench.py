@@ -9,6 +9,8 @@
   each process spent per check-in; measured after a warm-up that ends once the broker's JIT
   compiler is quiet (:func:`warm_up`). Then the faust floor: the CPU a faust agent spends per
   check-in taking the raw topic and doing nothing else (:func:`faust_floor`).
+- gateway: the phone edge from signed request to Kafka acknowledgement, without selfies and
+  with 60 KB ones, and its latency at 500 /s (``hadir/bench_gateway.py``).
 - sink: rows per second from Kafka into ClickHouse through the batching sink, with one sink
   process and with two in one consumer group.
 - report: the TPP report's time for 5,000 ASN x 1 month and x 12 months.
@@ -41,18 +43,20 @@ import numpy as np
 from tqdm import tqdm
 
 from hadir import faces, topics, workers
+from hadir.bench_gateway import bench_gateway
 from hadir.config import REPO_ROOT, Settings
 from hadir.generate import SelfieCamera, identities, load_photo, make_nip
 from hadir.infra import stack
 from hadir.infra.process import process_cpu_s, threads_cpu_s
+from hadir.measure import own_cpu_s, percentiles
 from hadir.output import emit, to_json
 from hadir.serde import AvroCodec, Registry
 from processors.geo import bench_geo
 
 FACES_DIR = REPO_ROOT.parent / "shared" / "faces" / "deepface"
 LIVENESS_DIR = REPO_ROOT.parent / "shared" / "models" / "liveness"
-ALL = ("geo", "face", "pipeline", "sink", "report")
-NEEDS_STACK = ("pipeline", "sink", "report")
+ALL = ("geo", "face", "gateway", "pipeline", "sink", "report")
+NEEDS_STACK = ("gateway", "pipeline", "sink", "report")
 BENCH_DAY = date(2030, 1, 7)  # a Monday far from any real month
 WARM_UP = 20_000  # check-ins through the pipeline at full rate before anything is measured
 # ... then runs of SETTLE_RUN check-ins at SETTLE_RATE until the broker's JIT compiler took less
@@ -114,13 +118,6 @@ def _env(settings: Settings) -> dict[str, str]:
             "HADIR_INFRA_CLICKHOUSE_HTTP_PORT": str(i.clickhouse_http_port),
             "HADIR_INFRA_CLICKHOUSE_DATABASE": i.clickhouse_database,
             "HADIR_INFRA_MODELS_DIR": i.models_dir}
-
-
-def _percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    a = np.array(values) * 1000
-    return {f"p{p}_ms": round(float(np.percentile(a, p)), 1) for p in (50, 95, 99)}
 
 
 # --- pipeline ------------------------------------------------------------------------------
@@ -236,7 +233,7 @@ class Peak:
         return {"events": events, "with_selfies": bool(selfies), "target_rate": rate or "max",
                 "publish_s": round(published_s, 2), "verdicts": len(latency),
                 "events_per_s": round(len(latency) / total_s, 1),
-                "latency": _percentiles(latency),
+                "latency": percentiles(latency),
                 "cpu_ms_per_checkin": meter.per_item(events),
                 "broker_jit_core_share": meter.jit_core_share()}
 
@@ -250,7 +247,7 @@ class CpuMeter:
     def __init__(self, pids: dict[str, int], jvm: int | None = None) -> None:
         self.pids = pids
         self.before = {name: process_cpu_s(pid) for name, pid in pids.items()}
-        self.own = _own_cpu_s()
+        self.own = own_cpu_s()
         self.jvm = jvm
         self.jit_before = threads_cpu_s(jvm, JIT_THREADS) if jvm else 0.0
         self.started = time.monotonic()
@@ -275,14 +272,9 @@ class CpuMeter:
             now, then = process_cpu_s(pid), self.before[name]
             if now is not None and then is not None:
                 out[name] = round((now - then) * 1000 / items, 3)
-        out["bench"] = round((_own_cpu_s() - self.own) * 1000 / items, 3)
+        out["bench"] = round((own_cpu_s() - self.own) * 1000 / items, 3)
         out["total"] = round(sum(out.values()), 3)
         return out
-
-
-def _own_cpu_s() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 def warm_up(peak: Peak, progress: bool) -> dict[str, Any]:
@@ -603,7 +595,8 @@ def run(settings: Settings, only: str | None = None, out: Path = Path("out/bench
         "face": lambda: _bench_face(settings, progress),
     }
     bench = bench_settings(settings)
-    steps.update({"pipeline": lambda: bench_pipeline(bench, progress, intake=intake, core=core),
+    steps.update({"gateway": lambda: bench_gateway(bench, progress, FACES_DIR),
+                  "pipeline": lambda: bench_pipeline(bench, progress, intake=intake, core=core),
                   "sink": lambda: bench_sink(bench, progress),
                   "report": lambda: bench_report(bench, progress)})
     out.parent.mkdir(parents=True, exist_ok=True)
