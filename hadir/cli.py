@@ -148,6 +148,62 @@ def cmd_device(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    from hadir import review
+    from processors.review import DecisionKind
+
+    settings = _settings()
+    if args.action == "queue":
+        emit(review.queue(settings, office=args.office, rule=args.rule, limit=args.limit),
+             args.format, title="Review queue (oldest first)", columns=review.QUEUE_COLUMNS)
+    elif args.action == "decide":
+        kind = DecisionKind.CLEAR if args.clear else DecisionKind.CONFIRM
+        emit_object(review.decide(settings, args.event_id, kind, args.by, args.note or ""),
+                    args.format, title="Decision published")
+    else:
+        emit(review.history(settings, args.event_id), args.format,
+             title=f"Decisions on {args.event_id} (the last one stands)",
+             columns=review.HISTORY_COLUMNS)
+    return 0
+
+
+def cmd_excuse(args: argparse.Namespace) -> int:
+    from hadir import review
+
+    settings = _settings()
+    if args.action == "requests":
+        emit(review.requests(settings, None if args.status == "ALL" else args.status,
+                             args.office), args.format, title="Excuse requests",
+             columns=review.REQUEST_COLUMNS)
+    else:
+        emit_object(review.decide_excuse(settings, args.request_id, args.action == "approve",
+                                         args.by), args.format)
+    return 0
+
+
+def cmd_month(args: argparse.Namespace) -> int:
+    from hadir import review
+
+    emit_object(review.set_month(_settings(), args.month, args.action == "close", args.by),
+                args.format, title=f"Month {args.month:%Y-%m}")
+    return 0
+
+
+def cmd_deadletters(args: argparse.Namespace) -> int:
+    from hadir import deadletters
+
+    settings = _settings()
+    if args.action == "replay":
+        if not args.event_ids and not args.all:
+            raise SystemExit("hadir deadletters replay: name EVENT_IDs or give --all")
+        emit_object(deadletters.replay(settings, None if args.all else set(args.event_ids)),
+                    args.format, title="Dead letters sent again")
+    else:
+        emit(deadletters.listing(settings, args.stage, args.limit), args.format,
+             title="Dead letters (newest first)", columns=deadletters.COLUMNS)
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from hadir import replay
 
@@ -281,6 +337,62 @@ def parser() -> argparse.ArgumentParser:
     _fmt(d, csv=True)
     d.set_defaults(func=cmd_device)
 
+    s = sub.add_parser("review", help="the review queue, reviewer decisions and their history")
+    rv = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    r = rv.add_parser("queue", help="REVIEW verdicts and appealed rejections without a decision")
+    r.add_argument("--office", help="only this office_id")
+    r.add_argument("--rule", help="only check-ins with this reason, e.g. SHARED_DEVICE")
+    r.add_argument("--limit", type=_positive, default=200, help="the oldest this many")
+    _fmt(r, csv=True)
+    r.set_defaults(func=cmd_review)
+    r = rv.add_parser("decide", help="CLEAR (counts) or CONFIRM (does not count) a check-in")
+    r.add_argument("event_id")
+    which = r.add_mutually_exclusive_group(required=True)
+    which.add_argument("--clear", action="store_true", help="the check-in counts")
+    which.add_argument("--confirm", action="store_true", help="the finding stands")
+    r.add_argument("--by", required=True, help="the reviewer's name")
+    r.add_argument("--note", help="why (kept with the decision)")
+    _fmt(r)
+    r.set_defaults(func=cmd_review)
+    r = rv.add_parser("history", help="every decision on a check-in")
+    r.add_argument("event_id")
+    _fmt(r, csv=True)
+    r.set_defaults(func=cmd_review)
+
+    s = sub.add_parser("excuse", help="excuse requests from the phones: list, approve, reject")
+    ex = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    e = ex.add_parser("requests", help="excuse requests (pending unless --status)")
+    e.add_argument("--status", choices=("PENDING", "APPROVED", "REJECTED", "ALL"),
+                   default="PENDING")
+    e.add_argument("--office", help="only this office_id")
+    _fmt(e, csv=True)
+    e.set_defaults(func=cmd_excuse)
+    for verb in ("approve", "reject"):
+        e = ex.add_parser(verb, help=f"{verb} a pending request")
+        e.add_argument("request_id")
+        e.add_argument("--by", required=True, help="the head of office or BKPSDM officer")
+        _fmt(e)
+        e.set_defaults(func=cmd_excuse)
+
+    s = sub.add_parser("month", help="close a month's TPP (frozen as paid) or reopen it")
+    s.add_argument("action", choices=("close", "reopen"))
+    s.add_argument("month", type=_month, help="YYYY-MM")
+    s.add_argument("--by", default="BKPSDM", help="who (default BKPSDM)")
+    _fmt(s)
+    s.set_defaults(func=cmd_month)
+
+    s = sub.add_parser("deadletters", help="what could not be processed; send it again")
+    dl = s.add_subparsers(dest="action", metavar="ACTION")
+    s.add_argument("--stage", help="only this stage (intake, person, device, clickhouse-sink)")
+    s.add_argument("--limit", type=_positive, default=50, help="the newest this many")
+    _fmt(s, csv=True)
+    s.set_defaults(func=cmd_deadletters)
+    d = dl.add_parser("replay", help="publish dead-lettered check-ins to the raw topic again")
+    d.add_argument("event_ids", nargs="*", metavar="EVENT_ID")
+    d.add_argument("--all", action="store_true", help="every dead-lettered raw check-in")
+    _fmt(d)
+    d.set_defaults(func=cmd_deadletters)
+
     s = sub.add_parser("replay", help="replay a scenario folder end to end")
     s.add_argument("dir", type=Path, help="scenario folder (format in DESIGN.md)")
     s.add_argument("--timeout", type=_positive, default=900,
@@ -364,10 +476,11 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from hadir.serde import RegistryError, SerdeError
     from processors.events import InvalidCheckin
     from processors.face import EnrollmentError, FaceModelError, TemplateError
+    from processors.review import ReviewError
 
     return (ConfigError, InfraError, ScenarioError, RegistryError, SerdeError, InvalidCheckin,
             FaceModelError, EnrollmentError, TemplateError, FileNotFoundError, PermissionError,
-            TimeoutError, ClickHouseError, KafkaException, ReportError)
+            TimeoutError, ClickHouseError, KafkaException, ReportError, ReviewError)
 
 
 def _unreachable(exc: BaseException) -> bool:

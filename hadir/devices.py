@@ -4,42 +4,19 @@ so an issued code works and a revoked key stops working on every gateway within 
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hadir import topics
 from hadir.config import ConfigError, Settings
-from hadir.serde import AvroCodec, Registry
+from hadir.kafka_io import latest, publish
 from processors.devices import Activation, DeviceKey, code_hash, new_code
-
-
-def _latest(settings: Settings, topic: topics.Topic) -> dict[bytes, dict[str, Any] | None]:
-    """Each key's latest value on a compacted topic (None: deleted)."""
-    codec = AvroCodec(topic, Registry(settings.infra.registry))
-    return {msg.key(): None if msg.value() is None else codec.decode(msg.value())
-            for msg in topics.read_to_end(settings.infra, topic, f"hadir-cli-{uuid.uuid4()}")}
-
-
-def _publish(settings: Settings, topic: topics.Topic,
-             records: list[tuple[str, dict[str, Any]]]) -> None:
-    from confluent_kafka import Producer
-
-    codec = AvroCodec(topic, Registry(settings.infra.registry))
-    producer = Producer({"bootstrap.servers": settings.infra.bootstrap, "acks": "all",
-                         "enable.idempotence": True})
-    failed: list[str] = []
-    for key, record in records:
-        producer.produce(topic.name, key=key.encode(), value=codec.encode(record),
-                         on_delivery=lambda err, _m: failed.append(str(err)) if err else None)
-    if producer.flush(30) or failed:
-        raise TimeoutError(f"Kafka did not acknowledge {topic.name}: {failed or 'timeout'}")
 
 
 def employed(settings: Settings, nips: set[str]) -> set[str]:
     """The NIPs among ``nips`` on the employees reference data now."""
-    return {k.decode() for k, v in _latest(settings, topics.EMPLOYEES).items()
+    return {k.decode() for k, v in latest(settings, topics.EMPLOYEES).items()
             if v is not None and k.decode() in nips}
 
 
@@ -59,12 +36,12 @@ def issue_codes(settings: Settings, nips: list[str],
         activation = Activation(code_hash(nip, code), nip, now, expires)
         records.append((activation.code_hash, asdict(activation)))
         out.append({"nip": nip, "code": code, "expires_at": expires.isoformat()})
-    _publish(settings, topics.ACTIVATIONS, records)
+    publish(settings, topics.ACTIVATIONS, records)
     return out
 
 
 def keys(settings: Settings, nip: str | None = None) -> list[DeviceKey]:
-    found = [DeviceKey(**v) for v in _latest(settings, topics.DEVICES).values() if v]
+    found = [DeviceKey(**v) for v in latest(settings, topics.DEVICES).values() if v]
     return sorted((k for k in found if nip is None or k.nip == nip),
                   key=lambda k: (k.nip, k.registered_at))
 
@@ -79,7 +56,7 @@ def revoke(settings: Settings, key_id: str | None = None,
     now = datetime.now(UTC)
     ended = [replace(k, revoked_at=now) for k in chosen if k.revoked_at is None]
     if ended:
-        _publish(settings, topics.DEVICES, [(k.key_id, asdict(k)) for k in ended])
+        publish(settings, topics.DEVICES, [(k.key_id, asdict(k)) for k in ended])
     return [k.key_id for k in ended]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import calendar as calmod
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,7 @@ TPP_COLUMNS = ["nip", "name", "office_id", "working_days", "present_days", "excu
 DISCIPLINE_COLUMNS = ["nip", "name", "office_id", "tk_days", "longest_tk_streak", "level",
                       "code", "description"]
 
-# REVIEW check-ins count as attendance until a person decides otherwise (DESIGN.md).
+# Without a reviewer's decision, REVIEW check-ins count as attendance (DESIGN.md).
 COUNTED = ("ACCEPTED", "REVIEW")
 
 
@@ -60,12 +61,15 @@ class TppResult:
     """One ASN's line, and the days behind it (made when asked for)."""
 
     line: TppLine
-    attendance: Attendance
+    attendance: Attendance | None  # None: a closed month's line, as it was paid
     row: int
     columns: slice
 
     @property
     def days(self) -> tuple[DayRecord, ...]:
+        if self.attendance is None:
+            raise ReportError(f"{self.line.nip}: a closed month's days are in "
+                              "attendance_daily as stored when it was closed")
         return self.attendance.days(self.row, self.columns)
 
     def as_row(self) -> dict[str, Any]:
@@ -80,16 +84,19 @@ class TppResult:
         return [day._asdict() for day in self.days]
 
 
-def _employees(client: Any, office: str | None) -> list[EmployeeRow]:
+def _employees(client: Any, office: str | None, nip: str | None = None) -> list[EmployeeRow]:
     sql = ("SELECT nip, name, office_id, tpp_base_idr FROM employees FINAL WHERE deleted = 0"
-           + (" AND office_id = %(office)s" if office else "") + " ORDER BY office_id, nip")
-    return [EmployeeRow(*r) for r in client.execute(sql, {"office": office})]
+           + (" AND office_id = %(office)s" if office else "")
+           + (" AND nip = %(nip)s" if nip else "") + " ORDER BY office_id, nip")
+    return [EmployeeRow(*r) for r in client.execute(sql, {"office": office, "nip": nip})]
 
 
-def _times(client: Any, nips: list[str], dates: list[date]) -> tuple[np.ndarray, np.ndarray]:
+def _times(client: Any, nips: list[str], dates: list[date],
+           only: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The first counted IN and the last counted OUT of each NIP (rows) and local date
     (columns), as epoch microseconds (NO_TIME: none); an offline check-in counts at its
-    capture time, ``server_time - offline_age_ms``.
+    capture time, ``server_time - offline_age_ms``. Counted: the verdict counts and no
+    reviewer CONFIRMed it, or a reviewer CLEARed it.
 
     One row per NIP with its dates (as column numbers) in arrays: decoding 5,000 rows of arrays
     is cheaper than 110,000 rows. ``minIf``/``maxIf`` give 0 where a date has no IN (or OUT);
@@ -97,11 +104,17 @@ def _times(client: Any, nips: list[str], dates: list[date]) -> tuple[np.ndarray,
     rows = client.execute(
         "SELECT nip, groupArray(column), groupArray(first_in), groupArray(last_out) FROM ("
         "SELECT nip, toRelativeDayNum(local_date) - toRelativeDayNum(toDate(%(first)s)) "
-        "AS column, minIf(server_time_ms - offline_age_ms, type = 'IN') AS first_in, "
-        "maxIf(server_time_ms - offline_age_ms, type = 'OUT') AS last_out "
-        "FROM checkins FINAL WHERE local_date >= %(first)s AND local_date <= %(last)s "
-        "AND verdict IN %(counted)s GROUP BY nip, local_date) GROUP BY nip",
-        {"first": dates[0], "last": dates[-1], "counted": COUNTED})
+        "AS column, minIf(at, type = 'IN') AS first_in, maxIf(at, type = 'OUT') AS last_out "
+        "FROM (SELECT event_id, nip, local_date, type, server_time_ms - offline_age_ms AS at, "
+        "verdict "
+        "FROM checkins FINAL WHERE local_date >= %(first)s AND local_date <= %(last)s"
+        + (" AND nip = %(only)s" if only else "") + ") "
+        # the newest reviewer decision of each check-in (processors/review.py `counts`)
+        "ANY LEFT JOIN (SELECT event_id, argMax(decision, decided_at_ms) AS decision "
+        "FROM decisions FINAL GROUP BY event_id) USING event_id "
+        "WHERE decision = 'CLEAR' OR (decision != 'CONFIRM' AND verdict IN %(counted)s) "
+        "GROUP BY nip, local_date) GROUP BY nip",
+        {"first": dates[0], "last": dates[-1], "counted": COUNTED, "only": only})
     index = {nip: row for row, nip in enumerate(nips)}
     cells: tuple[list[int], list[int]] = ([], [])  # (row, column) of each NIP and date
     ms: tuple[list[int], list[int]] = ([], [])  # first IN, last OUT
@@ -127,13 +140,13 @@ def _excuses(client: Any, first: date, last: date) -> list[Excuse]:
 
 
 def _assess(settings: Settings, cal: WorkCalendar, first: date, last: date,
-            office: str | None) -> tuple[list[EmployeeRow], Attendance]:
-    """Every employee's attendance from ``first`` to ``last`` inclusive."""
+            office: str | None, nip: str | None = None) -> tuple[list[EmployeeRow], Attendance]:
+    """Every employee's (or only ``nip``'s) attendance from ``first`` to ``last`` inclusive."""
     client = connect(settings.infra)
-    employees = _employees(client, office)
+    employees = _employees(client, office, nip)
     nips = [e.nip for e in employees]
     dates = [first + timedelta(days=n) for n in range((last - first).days + 1)]
-    first_in, last_out = _times(client, nips, dates)
+    first_in, last_out = _times(client, nips, dates, nip)
     excuses = excuse_codes(nips, dates, _excuses(client, first, last))
     client.disconnect()
     return employees, assess(nips, dates, first_in, last_out, excuses, cal)
@@ -204,11 +217,17 @@ def _store(settings: Settings, cal: WorkCalendar, month: date, attendance: Atten
 
 
 def tpp(settings: Settings, month: date, office: str | None = None,
-        store: bool = True, today: date | None = None) -> list[TppResult]:
+        store: bool = True, today: date | None = None,
+        nip: str | None = None) -> list[TppResult]:
     """The month's TPP line per ASN (stored for dashboards unless ``store`` is False). In the
     month under way only the days that are over (before ``today``, in local time) are judged:
     a day still to come is not an absence. A month before or after ``today`` is judged whole
-    (a later month holds synthetic data: the tests', the benchmark's)."""
+    (a later month holds synthetic data: the tests', the benchmark's). A closed month's
+    report is the one stored when it was closed (:func:`freeze`), whatever came since. With
+    ``nip``, only that ASN's line (for the phone's own month), never stored."""
+    closed = _closed(settings, month, office)
+    if closed is not None:
+        return [r for r in closed if nip is None or r.line.nip == nip]
     last = month.replace(day=calmod.monthrange(month.year, month.month)[1])
     cal = WorkCalendar(settings.attendance)
     today = today or datetime.now(cal.tz).date()
@@ -216,14 +235,91 @@ def tpp(settings: Settings, month: date, office: str | None = None,
         if today == month:
             raise ReportError(f"{month:%Y-%m} has no finished day yet (today is {today})")
         last = today - timedelta(days=1)
-    employees, attendance = _assess(settings, cal, month, last, office)
+    employees, attendance = _assess(settings, cal, month, last, office, nip)
     columns = attendance.columns(month, last)
     lines = tpp_lines(attendance, employees, columns, settings.attendance)
     out = [TppResult(line, attendance, row, columns) for row, line in enumerate(lines)]
-    if store:
+    if store and nip is None:
         _store(settings, cal, month, attendance, columns, out,
                {e.nip: e.office_id for e in employees})
     return out
+
+
+_CLOSED_COLUMNS = ("nip, name, office_id, working_days, present_days, excused_days, tk_days, "
+                   "tl1, tl2, tl3, tl4, psw1, psw2, psw3, psw4, cut_pct, tpp_base_idr, "
+                   "tpp_cut_idr, tpp_paid_idr")
+
+
+def _closed(settings: Settings, month: date, office: str | None) -> list[TppResult] | None:
+    """The lines stored when ``month`` was last closed, if it is closed now."""
+    client = connect(settings.infra)
+    try:
+        if not client.execute("SELECT 1 FROM months FINAL WHERE month = %(m)s AND closed = 1",
+                              {"m": f"{month:%Y-%m}"}):
+            return None
+        rows = client.execute(
+            f"SELECT {_CLOSED_COLUMNS} FROM tpp_closed WHERE month = %(month)s AND version = "
+            "(SELECT max(version) FROM tpp_closed WHERE month = %(month)s)"
+            + (" AND office_id = %(office)s" if office else "") + " ORDER BY office_id, nip",
+            {"month": month, "office": office})
+    finally:
+        client.disconnect()
+    return [TppResult(TppLine(nip, name, office_id, working, present, excused, tk,
+                              (tl1, tl2, tl3, tl4), (psw1, psw2, psw3, psw4),
+                              Decimal(str(cut)), base, cut_idr, paid), None, -1, slice(0))
+            for (nip, name, office_id, working, present, excused, tk, tl1, tl2, tl3, tl4,
+                 psw1, psw2, psw3, psw4, cut, base, cut_idr, paid) in rows]
+
+
+def freeze(settings: Settings, month: date) -> list[TppResult]:
+    """Store the month's report as it is now as the one that was paid (``hadir month
+    close``): from then on :func:`tpp` of that month reads it."""
+    lines = tpp(settings, month, store=True)
+    version = int(datetime.now(UTC).timestamp() * 1000)
+    client = connect(settings.infra)
+    try:
+        client.execute(f"INSERT INTO tpp_closed (month, {_CLOSED_COLUMNS}, version) VALUES", [
+            (month, r.line.nip, r.line.name, r.line.office_id, r.line.working_days,
+             r.line.present_days, r.line.excused_days, r.line.tk_days, *r.line.tl,
+             *r.line.psw, float(r.line.cut_pct), r.line.tpp_base_idr, r.line.tpp_cut_idr,
+             r.line.tpp_paid_idr, version) for r in lines])
+    finally:
+        client.disconnect()
+    return lines
+
+
+def own_month(settings: Settings, nip: str, month: date) -> dict[str, Any]:
+    """One ASN's month so far, as ``hadir report tpp`` computes it (the phone's ``/v1/me``):
+    each day with its times and codes, the TPP line, the excuses and the requests."""
+    try:
+        results = tpp(settings, month, store=False, nip=nip)
+    except ReportError:  # the first day of the month is not over yet
+        results = []
+    result = results[0] if results else None
+    days = [] if result is None or result.attendance is None else [
+        {**d._asdict(), "excuse": d.excuse.value if d.excuse else None,
+         "cut_pct": float(d.cut_pct)} for d in result.days]
+    last = month.replace(day=calmod.monthrange(month.year, month.month)[1])
+    client = connect(settings.infra)
+    try:
+        excuses = [{"kind": kind, "date_from": d1, "date_to": d2} for d1, d2, kind in
+                   client.execute("SELECT date_from, date_to, kind FROM excuses FINAL "
+                                  "WHERE deleted = 0 AND nip = %(nip)s AND date_to >= %(first)s "
+                                  "AND date_from <= %(last)s ORDER BY date_from",
+                                  {"nip": nip, "first": month, "last": last})]
+        requests = [dict(zip(("request_id", "kind", "date_from", "date_to", "status",
+                              "decided_by"), r, strict=True)) for r in client.execute(
+            "SELECT request_id, kind, date_from, date_to, status, decided_by "
+            "FROM excuse_requests FINAL WHERE nip = %(nip)s AND date_to >= %(first)s "
+            "AND date_from <= %(last)s ORDER BY date_from", {"nip": nip, "first": month,
+                                                              "last": last})]
+        closed = bool(client.execute("SELECT 1 FROM months FINAL WHERE month = %(m)s "
+                                     "AND closed = 1", {"m": f"{month:%Y-%m}"}))
+    finally:
+        client.disconnect()
+    return {"nip": nip, "month": f"{month:%Y-%m}", "closed": closed,
+            "tpp": result.as_row() if result else None, "days": days, "excuses": excuses,
+            "requests": requests}
 
 
 def discipline(settings: Settings, year: int, office: str | None = None) -> list[dict[str, Any]]:

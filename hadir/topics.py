@@ -53,8 +53,16 @@ ACTIVATIONS = Topic("hadir.ref.activations", "ActivationCode", "code_hash", comp
 ACCEPTED = Topic("hadir.gateway.accepted", "AcceptedCheckin", "event_id", compacted=True,
                  retention_days=8)
 
+# What people decide about what Hadir found (DESIGN.md, decision and request topics), and which
+# months are closed for pay.
+DECISIONS = Topic("hadir.reviews.decisions", "ReviewDecision", "event_id", compacted=True)
+APPEALS = Topic("hadir.appeals", "Appeal", "NIP", retention_days=400)
+EXCUSE_REQUESTS = Topic("hadir.excuse.requests", "ExcuseRequest", "NIP", retention_days=400)
+MONTHS = Topic("hadir.ref.months", "MonthStatus", "YYYY-MM", compacted=True)
+
 ALL: tuple[Topic, ...] = (RAW, VERDICTS, ALERTS, DLQ, EMPLOYEES, OFFICES, FACES, EXCUSES, FACED,
-                          BY_DEVICE, SELFIES, DEVICES, ACTIVATIONS, ACCEPTED)
+                          BY_DEVICE, SELFIES, DEVICES, ACTIVATIONS, ACCEPTED, DECISIONS,
+                          APPEALS, EXCUSE_REQUESTS, MONTHS)
 
 
 @dataclass(frozen=True)

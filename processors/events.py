@@ -40,6 +40,7 @@ class Reason(enum.StrEnum):
     SPOOF = "SPOOF"
     NO_TEMPLATE = "NO_TEMPLATE"  # the ASN has no enrolled face yet: a person must look
     OFFLINE_DELAYED = "OFFLINE_DELAYED"  # captured without signal, sent hours later
+    INVALID_INPUT = "INVALID_INPUT"  # could not be judged (a dead letter); appealable
 
 
 @dataclass(frozen=True, slots=True)

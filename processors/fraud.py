@@ -31,7 +31,7 @@ class FraudPolicy:
     offline_max_s: float = 72 * 3600.0  # older: the edge refuses it, the intake dead-letters it
     rejected_reasons: tuple[str, ...] = (
         "UNKNOWN_EMPLOYEE", "MOCK_LOCATION", "OUTSIDE_GEOFENCE", "IMPOSSIBLE_TRAVEL",
-        "NO_SELFIE", "NO_FACE", "FACE_MISMATCH", "SELFIE_REPLAY",
+        "NO_SELFIE", "NO_FACE", "FACE_MISMATCH", "SELFIE_REPLAY", "INVALID_INPUT",
     )
     review_reasons: tuple[str, ...] = (
         "SHARED_DEVICE", "MULTIPLE_FACES", "CLOCK_SKEW", "LOW_ACCURACY", "SPOOF", "NO_TEMPLATE",

@@ -125,7 +125,54 @@ def _record_mappings() -> list[RecordMapping]:
             raise ValueError(f"excuse ends ({date_to}) before it starts ({date_from})")
         return (v["nip"], date_from, date_to, v["kind"], 0, off)
 
+    def seconds(ms: int | None) -> int | None:
+        return None if ms is None else ms // 1000
+
+    def present(v: dict[str, Any] | None) -> dict[str, Any]:
+        if v is None:  # Hadir deletes nothing on these topics
+            raise ValueError("unexpected tombstone")
+        return v
+
+    def decision_row(_key: bytes | None, v: dict[str, Any] | None, off: int) -> Row:
+        v = present(v)
+        return (v["decision_id"], v["event_id"], v["nip"], v["decision"], v["reviewer"],
+                v["note"], seconds(v["decided_at"]), v["decided_at"], off)
+
+    def appeal_row(_key: bytes | None, v: dict[str, Any] | None, off: int) -> Row:
+        v = present(v)
+        return (v["appeal_id"], v["event_id"], v["nip"], v["note"],
+                seconds(v["submitted_at"]), off)
+
+    def request_row(_key: bytes | None, v: dict[str, Any] | None, off: int) -> Row:
+        v = present(v)
+        return (v["request_id"], v["nip"], v["kind"], date.fromisoformat(v["date_from"]),
+                date.fromisoformat(v["date_to"]), v["note"], seconds(v["submitted_at"]),
+                v["status"], v["decided_by"], seconds(v["decided_at"]), off)
+
+    def month_row(_key: bytes | None, v: dict[str, Any] | None, off: int) -> Row:
+        v = present(v)
+        return (v["month"], int(v["closed"]), v["by"], seconds(v["at"]), off)
+
+    def dead_letter_row(_key: bytes | None, v: dict[str, Any] | None, off: int) -> Row:
+        v = present(v)  # its metadata only: the value (a selfie, say) stays on the topic
+        return (v["source_topic"], v["source_partition"], v["source_offset"], v["stage"],
+                v["error"], seconds(v["failed_at"]), v.get("event_id") or "",
+                v.get("nip") or "", len(v["value"] or b""), off)
+
     return [
+        RecordMapping(topics.DECISIONS, "decisions", (
+            "decision_id", "event_id", "nip", "decision", "reviewer", "note", "decided_at",
+            "decided_at_ms", "version"), decision_row),
+        RecordMapping(topics.APPEALS, "appeals", (
+            "appeal_id", "event_id", "nip", "note", "submitted_at", "version"), appeal_row),
+        RecordMapping(topics.EXCUSE_REQUESTS, "excuse_requests", (
+            "request_id", "nip", "kind", "date_from", "date_to", "note", "submitted_at",
+            "status", "decided_by", "decided_at", "version"), request_row),
+        RecordMapping(topics.MONTHS, "months", ("month", "closed", "by", "at", "version"),
+                      month_row),
+        RecordMapping(topics.DLQ, "dead_letters", (
+            "source_topic", "source_partition", "source_offset", "stage", "error", "failed_at",
+            "event_id", "nip", "value_bytes", "version"), dead_letter_row),
         RecordMapping(topics.EMPLOYEES, "employees", (
             "nip", "name", "office_id", "tpp_base_idr", "deleted", "version"), employee_row),
         RecordMapping(topics.OFFICES, "offices", (

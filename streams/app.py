@@ -44,7 +44,7 @@ from processors.geo import GeofenceError, Geofences, office_from_feature
 from streams.core import Reference, device_step, person_step, seen
 from streams.offsets import Admit, OffsetLedger
 from streams.outbox import Outbox, partition_for
-from streams.records import dead_letter
+from streams.records import dead_letter, readable
 from streams.reference import ReferenceFollower
 
 log = logging.getLogger("hadir.streams")
@@ -90,9 +90,10 @@ class DeadLetters:
         self.codec = AvroCodec(topics.DLQ, registry)
         self.stage = stage
 
-    def add(self, outbox: Outbox, event: Any, error: str) -> None:
+    def add(self, outbox: Outbox, event: Any, error: str,
+            about: tuple[str, str] | None = None) -> None:
         m = event.message
-        self._add(outbox, m.topic, m.partition, m.offset, m.key, m.value, error)
+        self._add(outbox, m.topic, m.partition, m.offset, m.key, m.value, error, about)
 
     def add_checkin(self, outbox: Outbox, event: Any, codec: AvroCodec, n: int,
                     error: str) -> None:
@@ -110,15 +111,16 @@ class DeadLetters:
             self.add(outbox, event, error)
             return
         if source is None:
-            self._add(outbox, m.topic, m.partition, m.offset, m.key, value, error)
+            self._add(outbox, m.topic, m.partition, m.offset, m.key, value, error,
+                      readable(original))
             return
         self._add(outbox, source[1], int(source[2]), int(source[3]), m.key, value,
-                  f"{error} (in {where})")
+                  f"{error} (in {where})", readable(original))
 
     def _add(self, outbox: Outbox, topic: str, partition: int, offset: int, key: bytes | None,
-             value: bytes | None, error: str) -> None:
+             value: bytes | None, error: str, about: tuple[str, str] | None = None) -> None:
         log.warning("dead letter %s[%d]@%d: %s", topic, partition, offset, error)
-        record = dead_letter(topic, partition, offset, key, value, error, self.stage)
+        record = dead_letter(topic, partition, offset, key, value, error, self.stage, about)
         outbox.add(topics.DLQ.name, None, self.codec.encode(record))
 
 

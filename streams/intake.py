@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -23,7 +24,7 @@ from processors import geo
 from processors.events import Checkin, Finding, InvalidCheckin, Reason
 from processors.face import FaceResult, FaceVerifier, ReplayIndex, TemplateError
 from streams.app import DeadLetters, crash_only, input_batches, new_app, new_outbox, raw_topic
-from streams.records import checkin_from_raw, in_progress
+from streams.records import checkin_from_raw, in_progress, invalid_input, readable
 from streams.reference import ReferenceFollower
 
 log = logging.getLogger("hadir.intake")
@@ -77,6 +78,8 @@ def build_intake_app(settings: Settings) -> faust.App:
     registry = Registry(settings.infra.registry)
     raw_codec = AvroCodec(topics.RAW, registry)
     faced = AvroCodec(topics.FACED, registry)
+    verdict_codec = AvroCodec(topics.VERDICTS, registry)
+    alert_codec = AvroCodec(topics.ALERTS, registry)
     faced_partitions = topics.partitions(topics.FACED, settings.infra)
     selfie_codec = AvroCodec(topics.SELFIES, registry)
     dlq = DeadLetters(registry, "intake")
@@ -133,11 +136,13 @@ def build_intake_app(settings: Settings) -> faust.App:
         async for events in input_batches(app, stream, BATCH):
             checked: list[tuple[Any, Checkin, list[Finding]]] = []
             for event in events:
+                record = None
                 try:
-                    checkin = checkin_from_raw(raw_codec.decode(event.value), max_offline_ms)
+                    record = raw_codec.decode(event.value)
+                    checkin = checkin_from_raw(record, max_offline_ms)
                     found = geo.check_fix(checkin, settings.geo)
                 except (SerdeError, InvalidCheckin) as exc:
-                    dlq.add(outbox, event, f"{type(exc).__name__}: {exc}")
+                    reject(event, record, f"{type(exc).__name__}: {exc}")
                     continue
                 checked.append((event, checkin, found))
             if any(c.selfie is not None and c.nip not in templates for _, c, _ in checked):
@@ -145,6 +150,17 @@ def build_intake_app(settings: Settings) -> faust.App:
             for chunk in face_chunks(checked):
                 await verify_and_forward(chunk)
             await outbox.send()  # dead letters of a batch that had nothing else to send
+
+    def reject(event: Any, record: dict[str, Any] | None, error: str) -> None:
+        """A check-in that cannot be judged: a dead letter and, where its event id and NIP
+        can be read, the REJECTED verdict (INVALID_INPUT) the ASN sees and can appeal."""
+        dlq.add(outbox, event, error, readable(record))
+        decided = invalid_input(record, error, settings.fraud, datetime.now(UTC))
+        if decided is not None:
+            verdict, alert = decided
+            outbox.add(topics.VERDICTS.name, verdict["nip"].encode(),
+                       verdict_codec.encode(verdict))
+            outbox.add(topics.ALERTS.name, alert["nip"].encode(), alert_codec.encode(alert))
 
     async def verify_and_forward(chunk: list[tuple[Any, Checkin, list[Finding]]]) -> None:
         """Verify the chunk's selfies (off the event loop), then send each check-in on."""
@@ -162,7 +178,7 @@ def build_intake_app(settings: Settings) -> faust.App:
             else:
                 result, template = next(results)
                 if isinstance(result, InvalidCheckin):
-                    dlq.add(outbox, event, f"selfie: {result}")
+                    reject(event, in_progress(checkin, []), f"selfie: {result}")
                     continue
                 if template is None:
                     found.append(Finding(Reason.NO_TEMPLATE, {"nip": checkin.nip}))

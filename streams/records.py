@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -137,14 +138,58 @@ DEAD_LETTER_VALUE_MAX = 4_000_000
 
 
 def dead_letter(topic: str, partition: int, offset: int, key: bytes | None,
-                value: bytes | None, error: str, stage: str) -> dict[str, Any]:
+                value: bytes | None, error: str, stage: str,
+                about: tuple[str, str] | None = None) -> dict[str, Any]:
     """The dead-letter record of a record a stage could not process: its bytes (or, when too
     large to keep, their size and SHA-256, the record itself staying on its topic), the
-    reason and where it came from."""
+    reason, where it came from and, when they could be read, the check-in's event id and
+    NIP (``about``)."""
     if value is not None and len(value) > DEAD_LETTER_VALUE_MAX:
         error = (f"{error} [value not kept: {len(value):,} bytes, sha256 "
                  f"{hashlib.sha256(value).hexdigest()}]")
         value = None
     return {"source_topic": topic, "source_partition": partition, "source_offset": offset,
             "key": key, "value": value, "error": error, "stage": stage,
-            "failed_at": datetime.now(UTC)}
+            "failed_at": datetime.now(UTC), "event_id": about[0] if about else None,
+            "nip": about[1] if about else None}
+
+
+def readable(record: dict[str, Any] | None) -> tuple[str, str] | None:
+    """The event id (a UUID) and NIP (18 digits) of a check-in that could not be judged, when
+    both can be read: then the ASN can be told why (INVALID_INPUT) and can appeal."""
+    try:
+        event_id, nip = str(uuid.UUID(record["event_id"])), record["nip"].strip()  # type: ignore[index]
+    except (TypeError, KeyError, ValueError, AttributeError):
+        return None
+    return (event_id, nip) if len(nip) == 18 and nip.isdigit() else None
+
+
+def invalid_input(record: dict[str, Any] | None, error: str, policy: FraudPolicy,
+                  now: datetime) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The verdict (REJECTED: INVALID_INPUT) and alert of a dead-lettered check-in whose event
+    id, NIP, type and server time can be read (a raw record, times as datetimes, or an
+    in-progress one, as epoch milliseconds); None otherwise. Without it the ASN's day would
+    silently be TK."""
+    about = readable(record)
+    if about is None or record is None or record.get("type") not in ("IN", "OUT"):
+        return None
+    server_time = record.get("server_time")
+    if isinstance(server_time, int):
+        server_time = from_epoch_ms(server_time)
+    if not isinstance(server_time, datetime) or not (
+            SERVER_TIMES[0] <= server_time < SERVER_TIMES[1]):
+        return None
+
+    def finite(v: Any) -> float:
+        return v if isinstance(v, float) and math.isfinite(v) else 0.0
+
+    r = {"event_id": about[0], "nip": about[1],
+         "device_id": str(record.get("device_id") or "")[:128], "office_id": "",
+         "type": record["type"], "server_time": epoch_ms(server_time), "client_time": None,
+         "face_similarity": None, "spoof_score": None, "h3_cell": "", "distance_m": None,
+         "lat": finite(record.get("lat")), "lon": finite(record.get("lon")),
+         "accuracy_m": None, "offline_age_ms": 0,
+         "findings": [{"reason": Reason.INVALID_INPUT.value,
+                       "evidence": evidence_json({"error": error[:500]})}]}
+    verdict = verdict_record(r, severity(Reason.INVALID_INPUT, policy), now)
+    return verdict, alert_records(r, policy, now)[0]

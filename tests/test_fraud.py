@@ -31,7 +31,7 @@ def checkin(nip: str = "198001012005011001", device: str = "dev-1", at: datetime
 def test_default_policy_matches_design() -> None:
     assert set(POLICY.rejected_reasons) == {
         "UNKNOWN_EMPLOYEE", "MOCK_LOCATION", "OUTSIDE_GEOFENCE", "IMPOSSIBLE_TRAVEL",
-        "NO_SELFIE", "NO_FACE", "FACE_MISMATCH", "SELFIE_REPLAY"}
+        "NO_SELFIE", "NO_FACE", "FACE_MISMATCH", "SELFIE_REPLAY", "INVALID_INPUT"}
     assert {"SHARED_DEVICE", "MULTIPLE_FACES", "CLOCK_SKEW", "LOW_ACCURACY", "SPOOF"} <= set(
         POLICY.review_reasons)
 

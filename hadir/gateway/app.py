@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 from prometheus_client import (
@@ -44,12 +45,24 @@ from starlette.routing import Route
 
 from hadir import topics
 from hadir.config import Settings
-from hadir.gateway.bodies import BadBody, CheckinBody, DeviceBody, parse, public_key_der
+from hadir.gateway.bodies import (
+    AppealBody,
+    BadBody,
+    CheckinBody,
+    DeviceBody,
+    ExcuseRequestBody,
+    parse,
+    public_key_der,
+)
 from hadir.gateway.messages import message
 from hadir.gateway.publisher import Publisher, Unavailable
 from hadir.gateway.ratelimit import RateLimiter
+from hadir.reports import own_month
+from hadir.review import request_record
 from hadir.serde import AvroCodec, Registry
+from processors.attendance import ExcuseKind
 from processors.devices import Activation, DeviceKey, Directory, Refused
+from processors.review import ExcuseRequest, ReviewError
 from sinks.connection import connect
 from streams.reference import ReferenceFollower
 
@@ -117,9 +130,13 @@ class Edge:
         self.directory = Directory()
         self.accepted: dict[str, tuple[str, datetime]] = {}  # event_id -> nip, server_time
         self.in_flight: dict[str, asyncio.Future[datetime]] = {}
+        # appeal and request ids already on Kafka (a repeat is 200), from their topics
+        self.appeals: dict[str, str] = {}  # appeal_id -> nip
+        self.excuse_requests: dict[str, str] = {}  # request_id -> nip
         self.limits = RateLimiter(self.gateway.rate_per_minute, self.gateway.rate_burst)
         self.registrations = RateLimiter(REGISTRATION_PER_HOUR / 60, REGISTRATION_BURST)
         self.max_offline_ms = int(settings.fraud.offline_max_s * 1000)
+        self.tz = ZoneInfo(settings.attendance.timezone)
         self.publisher: Publisher | None = None
         self.metrics = Metrics(lambda: self.publisher)
         self.codecs: dict[str, AvroCodec] = {}
@@ -133,11 +150,14 @@ class Edge:
     async def start(self) -> list[asyncio.Task[None]]:
         registry = Registry(self.settings.infra.registry)
         self.codecs = {t.name: AvroCodec(t, registry) for t in (
-            topics.RAW, topics.DEVICES, topics.ACTIVATIONS, topics.ACCEPTED)}
+            topics.RAW, topics.DEVICES, topics.ACTIVATIONS, topics.ACCEPTED, topics.APPEALS,
+            topics.EXCUSE_REQUESTS)}
         self.publisher = Publisher(self.settings.infra.bootstrap, self.gateway.kafka_timeout_s)
         self.follower = ReferenceFollower(self.settings.infra.bootstrap, self.codecs, {
             topics.DEVICES.name: self._on_key, topics.ACTIVATIONS.name: self._on_activation,
-            topics.ACCEPTED.name: self._on_accepted})
+            topics.ACCEPTED.name: self._on_accepted,
+            topics.APPEALS.name: self._on_appeal,
+            topics.EXCUSE_REQUESTS.name: self._on_request})
         tasks = [asyncio.create_task(self.follower.run()), asyncio.create_task(self._forget())]
         # Serve only once every key is known: before, every phone would be told 401.
         ready = asyncio.create_task(self.follower.ready.wait())
@@ -168,6 +188,14 @@ class Edge:
             self.accepted.pop((key or b"").decode(), None)
         else:
             self.accepted[record["event_id"]] = (record["nip"], record["server_time"])
+
+    def _on_appeal(self, _key: bytes | None, record: dict[str, Any] | None) -> None:
+        if record is not None:
+            self.appeals[record["appeal_id"]] = record["nip"]
+
+    def _on_request(self, _key: bytes | None, record: dict[str, Any] | None) -> None:
+        if record is not None:
+            self.excuse_requests[record["request_id"]] = record["nip"]
 
     async def _forget(self) -> None:
         """Accepted ids older than the topic keeps them: the map stays a week's check-ins."""
@@ -342,6 +370,71 @@ class Edge:
         return answer(200, {"event_id": event_id, "status": status, "reasons": reasons,
                             "message": message(status, reasons)})
 
+    def _owner(self, event_id: str) -> str | None:
+        """The NIP of a check-in: from the accepted ids, else from ClickHouse (older ones)."""
+        known = self.accepted.get(event_id)
+        if known is not None:
+            return known[0]
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = connect(self.settings.infra)
+        rows = client.execute("SELECT nip FROM checkins WHERE event_id = %(e)s LIMIT 1",
+                              {"e": event_id})
+        return rows[0][0] if rows else None
+
+    async def _once(self, seen: dict[str, str], key: DeviceKey, item_id: str,
+                    topic: topics.Topic, record: dict[str, Any]) -> Response:
+        """Publish an appeal or a request once: 202 once on Kafka, 200 for a repeat."""
+        if item_id in seen:
+            if seen[item_id] != key.nip:
+                raise BadBody([{"field": None, "message": "id already used"}])
+            return answer(200, {"id": item_id, "status": "received"})
+        await self._publish(topic, key.nip, record)
+        seen[item_id] = key.nip
+        return answer(202, {"id": item_id, "status": "received"})
+
+    async def appeal(self, request: Request) -> Response:
+        raw = await self.body(request)
+        key = await self.authenticate(request, raw)
+        self.limit(key, request)
+        a = parse(AppealBody, raw)
+        owner = await asyncio.get_running_loop().run_in_executor(
+            self._clickhouse, self._owner, a.event_id)
+        if owner is None:
+            raise Refused(404, "Presensi tidak ditemukan.", "event_id")
+        if owner != key.nip:
+            raise Refused(403, "Presensi ini bukan milik pemilik perangkat.", "event_id")
+        return await self._once(self.appeals, key, a.appeal_id, topics.APPEALS, {
+            "appeal_id": a.appeal_id, "event_id": a.event_id, "nip": key.nip, "note": a.note,
+            "submitted_at": datetime.now(UTC)})
+
+    async def excuse_request(self, request: Request) -> Response:
+        raw = await self.body(request)
+        key = await self.authenticate(request, raw)
+        self.limit(key, request)
+        b = parse(ExcuseRequestBody, raw)
+        try:
+            r = ExcuseRequest(b.request_id, key.nip, ExcuseKind(b.kind), b.date_from,
+                              b.date_to, b.note, datetime.now(UTC))
+        except ReviewError as exc:
+            raise BadBody([{"field": "date_to", "message": str(exc)}]) from None
+        return await self._once(self.excuse_requests, key, b.request_id,
+                                topics.EXCUSE_REQUESTS, request_record(r))
+
+    async def me(self, request: Request) -> Response:
+        key = await self.authenticate(request, await self.body(request))
+        self.limit(key, request)
+        text = request.query_params.get("month") or f"{datetime.now(self.tz):%Y-%m}"
+        try:
+            month = datetime.strptime(text, "%Y-%m").date()
+        except ValueError:
+            raise BadBody([{"field": "month", "message": "a month like 2026-12"}]) from None
+        if not 2000 <= month.year < 2100:
+            raise BadBody([{"field": "month", "message": "outside 2000..2100"}])
+        out = await asyncio.get_running_loop().run_in_executor(
+            self._clickhouse, own_month, self.settings, key.nip, month)
+        return answer(200, out)
+
     async def health(self, _request: Request) -> Response:
         if await self.healthy():
             return answer(200, {"status": "ok"})
@@ -400,6 +493,9 @@ def create_app(settings: Settings, import_token: str = "") -> Starlette:
         route("/v1/devices", edge.register, "POST"),
         route("/v1/checkins", edge.checkin, "POST"),
         route("/v1/checkins/{event_id}", edge.status, "GET"),
+        route("/v1/appeals", edge.appeal, "POST"),
+        route("/v1/excuse-requests", edge.excuse_request, "POST"),
+        route("/v1/me", edge.me, "GET"),
         route("/healthz", edge.health, "GET"),
         route("/metrics", edge.metrics_text, "GET"),
     ], exception_handlers={HTTPException: not_found}, lifespan=lifespan)

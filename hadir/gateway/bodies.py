@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import (
@@ -36,6 +36,12 @@ def _plausible(t: datetime) -> datetime:
     if not TIMES[0] <= t < TIMES[1]:
         raise ValueError(f"outside {TIMES[0]:%Y}..{TIMES[1]:%Y}")
     return t
+
+
+def _plausible_day(d: date) -> date:
+    if not TIMES[0].date() <= d < TIMES[1].date():
+        raise ValueError(f"outside {TIMES[0]:%Y}..{TIMES[1]:%Y}")
+    return d
 
 
 def _image(text: str) -> bytes:
@@ -75,6 +81,23 @@ class CheckinBody(_Body):
                            AfterValidator(_image)] | None = None
     offline_age_ms: int = Field(default=0, ge=0, le=10**12)
     server_time: Time | None = None  # kept only with the importer token
+
+
+Note = Annotated[str, StringConstraints(max_length=500)]
+
+
+class AppealBody(_Body):
+    appeal_id: Uuid
+    event_id: Uuid
+    note: Note = ""
+
+
+class ExcuseRequestBody(_Body):
+    request_id: Uuid
+    kind: Literal["CUTI", "SAKIT", "IZIN", "DINAS_LUAR"]
+    date_from: Annotated[date, AfterValidator(_plausible_day)]
+    date_to: Annotated[date, AfterValidator(_plausible_day)]
+    note: Note = ""
 
 
 class DeviceBody(_Body):

@@ -27,6 +27,7 @@ REASON = {
     Reason.SPOOF: "Swafoto diduga foto dari layar atau cetakan.",
     Reason.NO_TEMPLATE: "Wajah Anda belum terdaftar; hubungi BKPSDM.",
     Reason.OFFLINE_DELAYED: "Presensi dikirim lebih dari 2 jam setelah diambil.",
+    Reason.INVALID_INPUT: "Data presensi tidak dapat diproses.",
 }
 
 
