@@ -66,6 +66,7 @@ JIT_THREADS = "CompilerThre"  # HotSpot's "C1 CompilerThread0", "C2 CompilerThre
 # A paced run publishes whatever is due, then sleeps at least this long: one sleep per
 # check-in was a thousand wake-ups a second of the bench itself on the same two cores.
 PACE_S = 0.005
+REVIEW_SHARE = 0.05  # of the report benchmark's check-ins: REVIEW, most of them decided
 FLOOR_TIMEOUT_S = 300  # the faust floor's agent takes 100,000 check-ins in about 15 s
 OFFICE = {"type": "Polygon", "coordinates": [[
     [106.40960, -2.48640], [106.41040, -2.48640], [106.41040, -2.48560],
@@ -522,14 +523,16 @@ def _collect(results: Any, procs: list[Any], what: str, timeout_s: float | None 
 
 def bench_report(settings: Settings, progress: bool, asn: int = 5000) -> dict[str, Any]:
     """TPP report time for ``asn`` ASN over 1 and 12 months of check-ins (written straight
-    into ClickHouse: this measures the report, not the pipeline)."""
-    from hadir import reports
+    into ClickHouse: this measures the report, not the pipeline), with REVIEW_SHARE of them
+    under review and most of those decided (the report joins the decisions), and the time of
+    ``hadir review queue``."""
+    from hadir import reports, review
     from processors.attendance import WorkCalendar
     from sinks.connection import connect
 
     rng = random.Random(5)
     client = connect(settings.infra)
-    for table in ("checkins", "employees", "excuses"):
+    for table in ("checkins", "employees", "excuses", "decisions"):
         client.execute(f"TRUNCATE TABLE {table}")
     nips = [make_nip(rng, i) for i in range(asn)]
     client.execute("INSERT INTO employees (nip, name, office_id, tpp_base_idr, deleted, version)"
@@ -542,7 +545,7 @@ def bench_report(settings: Settings, progress: bool, asn: int = 5000) -> dict[st
                "local_date, verdict, reasons, h3_cell, lat, lon, decided_at, version")
     for month in tqdm(range(1, 13), desc="report: writing a year of check-ins",
                       disable=not progress):
-        batch = []
+        batch, decisions = [], []
         for day in cal.working_days(year, month):
             for n in nips:
                 if rng.random() < 0.03:
@@ -551,10 +554,21 @@ def bench_report(settings: Settings, progress: bool, asn: int = 5000) -> dict[st
                     local = datetime.combine(day, datetime.min.time(), tz) + timedelta(
                         minutes=minute)
                     t = local.astimezone(UTC)
-                    batch.append((str(uuid.uuid4()), n, "d", "OPD", kind,
+                    event_id, flagged = str(uuid.uuid4()), rng.random() < REVIEW_SHARE
+                    batch.append((event_id, n, "d", "OPD", kind,
                                   t.replace(tzinfo=None), int(t.timestamp() * 1000), day,
-                                  "ACCEPTED", [], "", -2.486, 106.41, t.replace(tzinfo=None), 1))
+                                  "REVIEW" if flagged else "ACCEPTED",
+                                  ["SHARED_DEVICE"] if flagged else [], "", -2.486, 106.41,
+                                  t.replace(tzinfo=None), 1))
+                    if flagged and rng.random() < 0.8:  # most are decided, the rest queue
+                        decided = t + timedelta(days=2)
+                        decisions.append((str(uuid.uuid4()), event_id, n,
+                                          rng.choice(("CLEAR", "CONFIRM")), "bench", "",
+                                          decided.replace(tzinfo=None),
+                                          int(decided.timestamp() * 1000), 1))
         client.execute(f"INSERT INTO checkins ({columns}) VALUES", batch)
+        client.execute("INSERT INTO decisions (decision_id, event_id, nip, decision, reviewer, "
+                       "note, decided_at, decided_at_ms, version) VALUES", decisions)
     client.disconnect()
     t0 = time.perf_counter()
     one = reports.tpp(settings, date(year, 3, 1), store=False)
@@ -565,9 +579,13 @@ def bench_report(settings: Settings, progress: bool, asn: int = 5000) -> dict[st
     t0 = time.perf_counter()
     lines = reports.discipline(settings, year)
     year_s = time.perf_counter() - t0
-    return {"asn": asn, "lines": len(one), "month_s": round(month_s, 2),
-            "month_with_storing_s": round(month_stored_s, 2),
-            "year_12_months_s": round(year_s, 2), "year_lines": len(lines)}
+    t0 = time.perf_counter()
+    queue = review.queue(settings)
+    queue_s = time.perf_counter() - t0
+    return {"asn": asn, "lines": len(one), "under_review_share": REVIEW_SHARE,
+            "month_s": round(month_s, 2), "month_with_storing_s": round(month_stored_s, 2),
+            "year_12_months_s": round(year_s, 2), "year_lines": len(lines),
+            "review_queue_s": round(queue_s, 2), "review_queue_rows": len(queue)}
 
 
 # --- all -----------------------------------------------------------------------------------

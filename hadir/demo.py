@@ -6,22 +6,28 @@ from __future__ import annotations
 
 import csv
 import json
+import uuid
 from collections import Counter, defaultdict
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 from tqdm import tqdm
 
-from hadir import faces, replay, reports, topics
+from hadir import faces, replay, reports, review, topics
 from hadir.config import REPO_ROOT, Settings
 from hadir.generate import EXPECTED_REASON, FRAUD_KINDS, generate
 from hadir.infra import stack
 from hadir.output import emit, emit_object, to_json
+from hadir.phones import register, send
 from hadir.queries import event_ids
 from hadir.serde import AvroCodec, Registry
+from processors.review import Decision, DecisionKind
 from sinks.connection import connect
+
+_DEMO_IDS = uuid.UUID("7d2e4c1a-5b3f-4e8d-9c2a-68616469720c")  # the demo's appeals, decisions
 
 FACES_DIR = REPO_ROOT.parent / "shared" / "faces" / "deepface"
 
@@ -95,6 +101,52 @@ def tpp_by_office(settings: Settings, month: date) -> list[dict[str, Any]]:
     return [dict(zip([c for c, _ in cols], r, strict=True)) for r in rows]
 
 
+def review_round(settings: Settings, folder: Path,
+                 verdicts: dict[str, tuple[str, list[str]]]) -> dict[str, Any]:
+    """What a regency's people do with the month's findings. Every ASN whose honest check-in
+    was rejected appeals from their phone (through the edge); the reviewers work the queue:
+    they CLEAR those appeals and CONFIRM the injected frauds, all but one in ten (left in the
+    queue, as a busy inspectorate would). The decisions are written to the scenario's
+    decisions.csv too, so the folder replays with the reviewers' work."""
+    events = {e["event_id"]: e for e in map(json.loads, (folder / "events.jsonl").open())}
+    with (folder / "injected.csv").open() as f:
+        injected = {row["event_id"] for row in csv.DictReader(f)}
+    wronged = sorted(e for e, (v, _) in verdicts.items() if v == "REJECTED" and e not in injected)
+    nips = {events[e]["nip"] for e in wronged}
+    phones = register(settings, ((nip, f"android-appeal-{nip[-6:]}") for nip in sorted(nips)))
+    by_nip = {nip: phone for (nip, _), phone in phones.items()}
+    answers = send(settings, [(by_nip[events[e]["nip"]], orjson.dumps({
+        "appeal_id": str(uuid.uuid5(_DEMO_IDS, f"appeal/{e}")), "event_id": e,
+        "note": "Saya hadir di kantor; mohon diperiksa ulang."})) for e in wronged],
+        path="/v1/appeals")
+    appealed = [e for e, a in zip(wronged, answers, strict=True) if a.status in (200, 202)]
+    if appealed:
+        review.wait_stored(settings, "SELECT 1 FROM appeals FINAL WHERE event_id IN %(ids)s "
+                                     "HAVING count() >= %(n)s",
+                           {"ids": tuple(appealed), "n": len(appealed)})
+    queue = {r["event_id"] for r in review.queue(settings, limit=1_000_000)}
+    now = datetime.now(UTC)
+    caught = sorted(e for e in injected if verdicts.get(e, ("ACCEPTED", []))[0] != "ACCEPTED")
+    plan = [(e, DecisionKind.CLEAR, "Inspektorat (banding)", "Banding diterima: wajah cocok "
+             "setelah diperiksa petugas.") for e in appealed if e in queue]
+    plan += [(e, DecisionKind.CONFIRM, "Inspektorat", "Kecurangan terbukti.")
+             for k, e in enumerate(caught) if k % 10 != 9]
+    decisions = [Decision(str(uuid.uuid5(_DEMO_IDS, f"decision/{e}")), e, "", kind, by, note,
+                          now) for e, kind, by, note in plan]
+    published, refused = review.publish_decisions(settings, decisions)
+    with (folder / "decisions.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["event_id", "decision", "reviewer", "note", "decided_at"])
+        writer.writerows((d.event_id, d.decision.value, d.reviewer, d.note,
+                          d.decided_at.isoformat()) for d in decisions)
+    return {"appeals": len(appealed), "cleared": sum(d.decision is DecisionKind.CLEAR
+                                                     for d in decisions),
+            "confirmed": sum(d.decision is DecisionKind.CONFIRM for d in decisions),
+            "frauds_left_in_queue": len(caught) - sum(d.decision is DecisionKind.CONFIRM
+                                                      for d in decisions),
+            "published": published, "refused": refused}
+
+
 def seen_selfies(settings: Settings) -> list[str]:
     """The perceptual hashes of every selfie the stack has judged (the intake's replay index,
     ``h:<hash>`` entries of its compacted topic)."""
@@ -134,6 +186,8 @@ def run(settings: Settings, out: Path, asn: int = 300, seed: int = 7,
     ids = [json.loads(line)["event_id"] for line in (folder / "events.jsonl").open()]
     table, honest = detection(folder, verdicts_of(settings, ids), list(dict.fromkeys(ids)))
     offenders = worst_offenders(settings, month)
+    before = reports.tpp(settings, month, store=False)
+    reviewed = review_round(settings, folder, verdicts_of(settings, ids))
     lines = reports.tpp(settings, month)
     offices = tpp_by_office(settings, month)
 
@@ -149,7 +203,10 @@ def run(settings: Settings, out: Path, asn: int = 300, seed: int = 7,
     (report_dir / f"attendance-{month:%Y-%m}.json").write_text(to_json(days))
     result = {"month": f"{month:%Y-%m}", "scenario": str(folder), "reports": str(report_dir),
               "events": generated.events, "replay": asdict(summary), "detection": table,
-              "honest": honest, "worst_offenders": offenders, "tpp_by_office": offices}
+              "honest": honest, "review": reviewed,
+              "tpp_cut_before_review_idr": sum(r.line.tpp_cut_idr for r in before),
+              "tpp_cut_after_review_idr": sum(r.line.tpp_cut_idr for r in lines),
+              "worst_offenders": offenders, "tpp_by_office": offices}
     (report_dir / "demo-summary.json").write_text(to_json(result))
 
     if not people:
@@ -161,9 +218,15 @@ def run(settings: Settings, out: Path, asn: int = 300, seed: int = 7,
           f"sent to review: {honest['honest_sent_to_review'] or 'none'}")
     emit(offenders, "table", title="Five worst offenders")
     emit(offices, "table", title=f"TPP {month:%Y-%m} by office (from ClickHouse)")
-    total_cut = sum(r.line.tpp_cut_idr for r in lines)
-    print(f"TPP cut in total: Rp {total_cut:,} of Rp {sum(r.line.tpp_base_idr for r in lines):,}"
-          .replace(",", "."))
+    print(f"Review: {reviewed['appeals']} appeals from wrongly rejected ASN, "
+          f"{reviewed['cleared']} cleared; {reviewed['confirmed']} injected frauds confirmed, "
+          f"{reviewed['frauds_left_in_queue']} left for later")
+    def rupiah(n: int) -> str:
+        return f"Rp {n:,}".replace(",", ".")
+
+    print(f"TPP cut in total: {rupiah(result['tpp_cut_before_review_idr'])} before review, "
+          f"{rupiah(result['tpp_cut_after_review_idr'])} after, of "
+          f"{rupiah(sum(r.line.tpp_base_idr for r in lines))}")
     print(f"\nScenario: {folder}\nReports:  {report_dir} (tpp CSV/JSON, daily attendance, "
           "summary)\nMore:     hadir report tpp --month "
           f"{month:%Y-%m} | hadir alerts | hadir checkins")

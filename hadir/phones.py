@@ -6,7 +6,7 @@ phones at a time."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,21 +55,21 @@ def register(settings: Settings, pairs: Iterable[tuple[str, str]]) -> dict[tuple
 
 
 def send(settings: Settings, requests: list[tuple[Phone, bytes]], import_token: str = "",
-         done: Callable[[int], None] | None = None) -> list[Answer]:
-    """``POST /v1/checkins`` for each (phone, body), in order per phone, phones in parallel;
-    the answers in the order of ``requests``. ``done(n)`` reports progress."""
+         path: str = "/v1/checkins") -> list[Answer]:
+    """``POST path`` (check-ins unless told) for each (phone, body), in order per phone,
+    phones in parallel; the answers in the order of ``requests``."""
     answers: list[Answer | None] = [None] * len(requests)
     queues: dict[str, list[int]] = {}
     for i, (phone, _) in enumerate(requests):
         queues.setdefault(phone.nip, []).append(i)
-    url = gateway_url(settings) + "/v1/checkins"
+    url = gateway_url(settings) + path
 
     async def run() -> None:
         async with _session() as session:
             async def phone_queue(indexes: list[int]) -> None:
                 for i in indexes:
                     phone, body = requests[i]
-                    headers = phone.headers("POST", "/v1/checkins", body, import_token)
+                    headers = phone.headers("POST", path, body, import_token)
                     for attempt in range(RETRIES + 1):  # as a phone keeps a 503 queued
                         async with session.post(url, data=body, headers=headers) as r:
                             answers[i] = Answer(r.status, await r.json())
@@ -77,8 +77,6 @@ def send(settings: Settings, requests: list[tuple[Phone, bytes]], import_token: 
                         if r.status not in (429, 503) or attempt == RETRIES:
                             break
                         await asyncio.sleep(wait)
-                    if done:
-                        done(1)
 
             await _bounded([phone_queue(q) for q in queues.values()])
 

@@ -9,7 +9,8 @@
    phone, one day at a time, waiting until each has its verdict in ClickHouse (or a dead
    letter) before the next day. Events that already have a verdict (an earlier run) are not
    sent again: a second run is a no-op. Events the edge refuses are listed, not judged.
-6. Summarise: verdicts by kind, alerts by rule, dead letters, refusals.
+6. Apply decisions.csv, if any: the reviewers' decisions, once every event has its verdict.
+7. Summarise: verdicts by kind, alerts by rule, dead letters, refusals, decisions.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from zoneinfo import ZoneInfo
 import requests
 from tqdm import tqdm
 
-from hadir import faces, topics, workers
+from hadir import faces, review, topics, workers
 from hadir import phones as phone_sim
 from hadir.config import ConfigError, Settings
 from hadir.gateway.importer import import_token
@@ -51,6 +52,8 @@ class Summary:
     seconds: float = 0.0
     dead_letter_reasons: list[str] = field(default_factory=list)
     refused: list[dict[str, Any]] = field(default_factory=list)  # event_id, nip, status, errors
+    decisions: int = 0  # published this run
+    decisions_refused: list[str] = field(default_factory=list)
 
 
 def _producer(settings: Settings) -> Any:
@@ -244,10 +247,11 @@ def replay(settings: Settings, folder: Path, timeout: float = 900,
     finally:
         bar.close()
         watch.close()
+    decided, not_decided = review.publish_decisions(settings, scenario.decisions)
     verdicts, alerts = _counts(settings, ids)
     return Summary(str(folder), len(ids), len(todo) - len(refused), verdicts, alerts,
                    len(letters), round(time.monotonic() - started, 1),
-                   sorted(set(letters.values()))[:10], refused)
+                   sorted(set(letters.values()))[:10], refused, decided, not_decided)
 
 
 def print_summary(s: Summary, fmt: str) -> None:
@@ -262,6 +266,10 @@ def print_summary(s: Summary, fmt: str) -> None:
     print(f"Dead letters: {s.dead_letters}")
     for reason in s.dead_letter_reasons:
         print(f"  {reason}")
+    if s.decisions or s.decisions_refused:
+        print(f"Reviewer decisions applied: {s.decisions}")
+        for why in s.decisions_refused:
+            print(f"  refused: {why}")
     if s.refused:
         emit([{"event_id": r["event_id"], "nip": r["nip"], "status": r["status"],
                "why": "; ".join(e["message"] for e in r["errors"])} for r in s.refused],

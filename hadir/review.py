@@ -17,6 +17,7 @@ from hadir.config import Settings
 from hadir.kafka_io import publish
 from processors.attendance import ExcuseKind
 from processors.review import (
+    Decision,
     DecisionKind,
     ExcuseRequest,
     RequestStatus,
@@ -125,6 +126,48 @@ def decide(settings: Settings, event_id: str, decision: DecisionKind, by: str,
     wait_stored(settings, "SELECT 1 FROM decisions WHERE decision_id = %(d)s",
                 {"d": record["decision_id"]})
     return {**record, "decided_at": record["decided_at"].isoformat()}
+
+
+def publish_decisions(settings: Settings, decisions: list[Decision],
+                      timeout: float = 120.0) -> tuple[int, list[str]]:
+    """Many reviewers' decisions at once (a scenario's decisions.csv, the demo's reviewers):
+    those not stored yet are published, each checked like :func:`decide`; returns how many
+    were published and why the others were refused. Waits until ClickHouse has them."""
+    ids = sorted({d.event_id for d in decisions})
+    if not ids:
+        return 0, []
+    facts = {r["event_id"]: r for r in _rows(
+        settings, "SELECT event_id, nip, local_date FROM checkins FINAL "
+                  "WHERE event_id IN %(ids)s", {"ids": tuple(ids)})}
+    stored = {r["decision_id"] for r in _rows(
+        settings, "SELECT decision_id FROM decisions WHERE event_id IN %(ids)s",
+        {"ids": tuple(ids)})}
+    closed = closed_months(settings)
+    records, refused = [], []
+    for d in decisions:
+        if d.decision_id in stored:
+            continue
+        fact = facts.get(d.event_id)
+        try:
+            if fact is None:
+                raise ReviewError(f"no verdict for check-in {d.event_id}")
+            refuse_closed(closed, [month_of(fact["local_date"])], f"a decision on {d.event_id}")
+        except ReviewError as exc:
+            refused.append(str(exc))
+            continue
+        records.append((d.event_id, {**asdict(d), "nip": fact["nip"],
+                                     "decision": d.decision.value}))
+    publish(settings, topics.DECISIONS, records)
+    wanted = tuple(r["decision_id"] for _, r in records)
+    deadline = time.monotonic() + timeout
+    while wanted and _rows(settings, "SELECT count() AS n FROM decisions "
+                                     "WHERE decision_id IN %(ids)s",
+                           {"ids": wanted})[0]["n"] < len(wanted):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(wanted)} decisions published but not all in ClickHouse "
+                               f"after {timeout:.0f} s: is the sink running?")
+        time.sleep(0.2)
+    return len(records), refused
 
 
 def history(settings: Settings, event_id: str) -> list[dict[str, Any]]:

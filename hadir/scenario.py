@@ -5,6 +5,8 @@ a bad row is reported with its file and line, and nothing is half-loaded.
     employees.csv     nip,name,office_id,tpp_base_idr,photo
     excuses.csv       nip,date_from,date_to,kind           (optional)
     events.jsonl      one check-in per line; selfie is a path relative to the folder
+    decisions.csv     event_id,decision,reviewer,note,decided_at   (optional; reviewers' work,
+                      applied after every event has its verdict)
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ from typing import Any
 
 from processors.attendance import Excuse
 from processors.geo import GeofenceError, Office, parse_offices
+from processors.review import Decision, DecisionKind, check_name, check_note
 
 NIP = re.compile(r"^[0-9]{18}$")
 MAX_SELFIE_BYTES = 3_900_000  # with the rest of its record, under replay's 4 MB messages
 MAX_TPP_IDR = 2**63 - 1  # an Avro long
 EMPLOYEE_COLUMNS = ["nip", "name", "office_id", "tpp_base_idr", "photo"]
 EXCUSE_COLUMNS = ["nip", "date_from", "date_to", "kind"]
+DECISION_COLUMNS = ["event_id", "decision", "reviewer", "note", "decided_at"]
+_DECISION_IDS = uuid.UUID("3f1c2a9e-8d4b-4c67-9a0e-68616469720b")
 EVENT_FIELDS = ("event_id", "nip", "device_id", "type", "server_time", "client_time", "lat",
                 "lon", "accuracy_m", "mock_location")
 
@@ -76,6 +81,7 @@ class Scenario:
     employees: list[Employee]
     excuses: list[Excuse]
     events: list[Event] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
 
 
 def _time(value: Any, where: str, problems: list[str], required: bool = True) -> datetime | None:
@@ -250,6 +256,44 @@ def _excuses(root: Path, nips: set[str], problems: list[str]) -> list[Excuse]:
     return out
 
 
+def _decisions(root: Path, event_ids: set[str], problems: list[str]) -> list[Decision]:
+    path = root / "decisions.csv"
+    if not path.exists():
+        return []
+    out: list[Decision] = []
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != DECISION_COLUMNS:
+                problems.append(f"{path}:1: header must be {','.join(DECISION_COLUMNS)}")
+                return []
+            for row in reader:
+                where = f"{path}:{reader.line_num}"
+                if not _whole_row(row, where, problems):
+                    continue
+                decided_at = _time(row["decided_at"], f"{where}: decided_at", problems)
+                try:
+                    event_id = str(uuid.UUID(row["event_id"]))
+                    kind = DecisionKind(row["decision"])
+                    reviewer, note = check_name(row["reviewer"]), check_note(row["note"])
+                except ValueError as exc:  # ReviewError too
+                    problems.append(f"{where}: {exc}")
+                    continue
+                if event_id not in event_ids:
+                    problems.append(f"{where}: event {event_id} is not in events.jsonl")
+                    continue
+                if decided_at is not None:  # its id from its content: a second replay is a no-op
+                    decision_id = str(uuid.uuid5(_DECISION_IDS, f"{event_id}|{kind.value}|"
+                                                 f"{reviewer}|{decided_at.isoformat()}"))
+                    out.append(Decision(decision_id, event_id, "", kind, reviewer, note,
+                                        decided_at))
+    except UnicodeDecodeError as exc:
+        problems.append(_not_utf8(path, exc))
+    except OSError as exc:
+        problems.append(f"{path}: cannot be read: {exc.strerror}")
+    return out
+
+
 def _event(root: Path, line: int, where: str, raw: Any, problems: list[str]) -> Event | None:
     if not isinstance(raw, dict):
         problems.append(f"{where}: not a JSON object")
@@ -346,6 +390,7 @@ def load(root: Path) -> Scenario:
     employees = _employees(root, {o.office_id for o in offices} if offices else None, problems)
     excuses = _excuses(root, {e.nip for e in employees}, problems)
     events = _events(root, problems)
+    decisions = _decisions(root, {e.event_id for e in events}, problems)
     if problems:
         raise ScenarioError(problems)
-    return Scenario(root, offices, features, employees, excuses, events)
+    return Scenario(root, offices, features, employees, excuses, events, decisions)

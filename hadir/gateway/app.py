@@ -272,17 +272,26 @@ class Edge:
             self._healthy = (time.monotonic(), ok)
         return ok
 
-    def verdict(self, nip: str, event_id: str) -> tuple[str, list[str]] | None:
-        """The newest verdict of the NIP's check-in in ClickHouse (the NIP is the table's first
-        key: one NIP's rows are read, and another NIP's event is never found)."""
+    def _client(self) -> Any:
         client = getattr(self._local, "client", None)
         if client is None:
             client = self._local.client = connect(self.settings.infra)
+        return client
+
+    def verdict(self, nip: str, event_id: str) -> tuple[str, list[str], str | None] | None:
+        """The newest verdict of the NIP's check-in in ClickHouse, and the reviewer's decision
+        that stands on it, if any (the NIP is the table's first key: one NIP's rows are read,
+        and another NIP's event is never found)."""
+        client = self._client()
         rows = client.execute(
             "SELECT argMax(verdict, version), argMax(reasons, version) FROM checkins "
             "WHERE nip = %(nip)s AND event_id = %(e)s HAVING count() > 0",
             {"nip": nip, "e": event_id})
-        return (rows[0][0], list(rows[0][1])) if rows else None
+        if not rows:
+            return None
+        decided = client.execute("SELECT argMax(decision, decided_at_ms) FROM decisions "
+                                 "WHERE event_id = %(e)s HAVING count() > 0", {"e": event_id})
+        return rows[0][0], list(rows[0][1]), decided[0][0] if decided else None
 
     # --- handlers -----------------------------------------------------------------------
 
@@ -365,21 +374,19 @@ class Edge:
             mine = self.accepted.get(event_id)
             if mine is None or mine[0] != key.nip:
                 raise Refused(404, "Presensi tidak ditemukan.")
-            found = ("PENDING", [])
-        status, reasons = found
+            found = ("PENDING", [], None)
+        status, reasons, decision = found
         return answer(200, {"event_id": event_id, "status": status, "reasons": reasons,
-                            "message": message(status, reasons)})
+                            "decision": decision, "message": message(status, reasons,
+                                                                      decision)})
 
     def _owner(self, event_id: str) -> str | None:
         """The NIP of a check-in: from the accepted ids, else from ClickHouse (older ones)."""
         known = self.accepted.get(event_id)
         if known is not None:
             return known[0]
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = self._local.client = connect(self.settings.infra)
-        rows = client.execute("SELECT nip FROM checkins WHERE event_id = %(e)s LIMIT 1",
-                              {"e": event_id})
+        rows = self._client().execute("SELECT nip FROM checkins WHERE event_id = %(e)s "
+                                      "LIMIT 1", {"e": event_id})
         return rows[0][0] if rows else None
 
     async def _once(self, seen: dict[str, str], key: DeviceKey, item_id: str,

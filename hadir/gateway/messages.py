@@ -31,9 +31,18 @@ REASON = {
 }
 
 
-def message(status: str, reasons: list[str]) -> str:
-    """The status's sentence, then one per reason ("appeal" is the ASN's next step)."""
+DECISION = {
+    "CLEAR": "Petugas telah memeriksa dan menyatakan presensi ini sah.",
+    "CONFIRM": "Petugas telah memeriksa dan presensi ini tidak dihitung.",
+}
+
+
+def message(status: str, reasons: list[str], decision: str | None = None) -> str:
+    """The status's sentence, then one per reason, then the reviewer's decision if there is
+    one; without one, a rejection can be appealed."""
     parts = [STATUS[status], *(REASON[Reason(r)] for r in reasons if r in Reason.__members__)]
-    if status == "REJECTED":
+    if decision in DECISION:
+        parts.append(DECISION[decision])
+    elif status == "REJECTED":
         parts.append("Anda dapat mengajukan banding.")
     return " ".join(parts)
