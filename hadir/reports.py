@@ -288,6 +288,16 @@ def freeze(settings: Settings, month: date) -> list[TppResult]:
     return lines
 
 
+def day(settings: Settings, day: date, office: str | None = None
+        ) -> list[tuple[EmployeeRow, DayRecord]]:
+    """Every employee's (or one office's) record of one date, judged by the same rules as the
+    monthly report (the dashboard's "today")."""
+    employees, attendance = _assess(settings, WorkCalendar(settings.attendance), day, day,
+                                    office)
+    columns = attendance.columns(day, day)
+    return [(e, attendance.days(row, columns)[0]) for row, e in enumerate(employees)]
+
+
 def own_month(settings: Settings, nip: str, month: date) -> dict[str, Any]:
     """One ASN's month so far, as ``hadir report tpp`` computes it (the phone's ``/v1/me``):
     each day with its times and codes, the TPP line, the excuses and the requests."""

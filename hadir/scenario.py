@@ -17,6 +17,7 @@ import math
 import re
 import sys
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -160,49 +161,33 @@ def _offices(root: Path, problems: list[str]) -> tuple[list[Office], dict[str, d
 def _employees(root: Path, office_ids: set[str] | None,
                problems: list[str]) -> list[Employee]:
     """``office_ids`` None: offices.geojson could not be read (its problem is reported)."""
-    path = root / "employees.csv"
     out: list[Employee] = []
     seen: set[str] = set()
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames != EMPLOYEE_COLUMNS:
-                problems.append(f"{path}:1: header must be {','.join(EMPLOYEE_COLUMNS)}, "
-                                f"found {','.join(reader.fieldnames or [])}")
-                return []
-            for row in reader:
-                where = f"{path}:{reader.line_num}"
-                if not _whole_row(row, where, problems):
-                    continue
-                nip = (row["nip"] or "").strip()
-                if not NIP.match(nip):
-                    problems.append(f"{where}: NIP {nip!r} is not 18 digits")
-                    continue
-                if nip in seen:
-                    problems.append(f"{where}: NIP {nip} appears twice")
-                seen.add(nip)
-                if office_ids is not None and row["office_id"] not in office_ids:
-                    problems.append(f"{where}: office_id {row['office_id']!r} is not in "
-                                    "offices.geojson")
-                try:
-                    base = int(row["tpp_base_idr"])
-                    if not 0 <= base <= MAX_TPP_IDR:
-                        raise ValueError
-                except (TypeError, ValueError):
-                    problems.append(f"{where}: tpp_base_idr {row['tpp_base_idr'][:40]!r} is not "
-                                    "a whole number of rupiah >= 0")
-                    continue
-                photo = None
-                if row["photo"]:
-                    # enrolled here, never published: no size limit but the decoder's
-                    photo = _inside(root, row["photo"], "photo", where, problems, sys.maxsize)
-                out.append(Employee(nip, row["name"], row["office_id"], base, photo))
-    except FileNotFoundError:
-        problems.append(f"{path}: missing")
-    except UnicodeDecodeError as exc:
-        problems.append(_not_utf8(path, exc))
-    except OSError as exc:
-        problems.append(f"{path}: cannot be read: {exc.strerror}")
+    for where, row in _csv_rows(root / "employees.csv", EMPLOYEE_COLUMNS, problems,
+                                required=True):
+        nip = (row["nip"] or "").strip()
+        if not NIP.match(nip):
+            problems.append(f"{where}: NIP {nip!r} is not 18 digits")
+            continue
+        if nip in seen:
+            problems.append(f"{where}: NIP {nip} appears twice")
+        seen.add(nip)
+        if office_ids is not None and row["office_id"] not in office_ids:
+            problems.append(f"{where}: office_id {row['office_id']!r} is not in "
+                            "offices.geojson")
+        try:
+            base = int(row["tpp_base_idr"])
+            if not 0 <= base <= MAX_TPP_IDR:
+                raise ValueError
+        except (TypeError, ValueError):
+            problems.append(f"{where}: tpp_base_idr {row['tpp_base_idr'][:40]!r} is not "
+                            "a whole number of rupiah >= 0")
+            continue
+        photo = None
+        if row["photo"]:
+            # enrolled here, never published: no size limit but the decoder's
+            photo = _inside(root, row["photo"], "photo", where, problems, sys.maxsize)
+        out.append(Employee(nip, row["name"], row["office_id"], base, photo))
     return out
 
 
@@ -219,78 +204,70 @@ def _whole_row(row: dict[str | None, Any], where: str, problems: list[str]) -> b
     return True
 
 
-def _excuses(root: Path, nips: set[str], problems: list[str]) -> list[Excuse]:
-    path = root / "excuses.csv"
-    if not path.exists():
-        return []
-    out: list[Excuse] = []
-    lines: dict[tuple[str, Any, Any], int] = {}  # an excuse's key on the topic -> its line
+def _csv_rows(path: Path, columns: list[str], problems: list[str],
+              required: bool = False) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Where (file:line) and the row, for each whole row of a CSV file whose header is
+    ``columns``; everything wrong with the file is a problem (its absence only if
+    ``required``)."""
+    if not required and not path.exists():
+        return
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            if reader.fieldnames != EXCUSE_COLUMNS:
-                problems.append(f"{path}:1: header must be {','.join(EXCUSE_COLUMNS)}")
-                return []
+            if reader.fieldnames != columns:
+                problems.append(f"{path}:1: header must be {','.join(columns)}, "
+                                f"found {','.join(reader.fieldnames or [])}")
+                return
             for row in reader:
                 where = f"{path}:{reader.line_num}"
-                if not _whole_row(row, where, problems):
-                    continue
-                try:
-                    excuse = Excuse.parse(row["nip"], row["date_from"], row["date_to"],
-                                          row["kind"])
-                except ValueError as exc:
-                    problems.append(f"{where}: {exc}")
-                    continue
-                if excuse.nip not in nips:
-                    problems.append(f"{where}: NIP {excuse.nip} is not in employees.csv")
-                key = (excuse.nip, excuse.date_from, excuse.kind)
-                if key in lines:  # one would replace the other: merge them into one row
-                    problems.append(f"{where}: {excuse.kind.value} for {excuse.nip} from "
-                                    f"{excuse.date_from} is also on line {lines[key]}")
-                lines.setdefault(key, reader.line_num)
-                out.append(excuse)
+                if _whole_row(row, where, problems):
+                    yield where, row
+    except FileNotFoundError:
+        problems.append(f"{path}: missing")
     except UnicodeDecodeError as exc:
         problems.append(_not_utf8(path, exc))
     except OSError as exc:
         problems.append(f"{path}: cannot be read: {exc.strerror}")
+
+
+def _excuses(root: Path, nips: set[str], problems: list[str]) -> list[Excuse]:
+    out: list[Excuse] = []
+    lines: dict[tuple[str, Any, Any], str] = {}  # an excuse's key on the topic -> its line
+    for where, row in _csv_rows(root / "excuses.csv", EXCUSE_COLUMNS, problems):
+        try:
+            excuse = Excuse.parse(row["nip"], row["date_from"], row["date_to"], row["kind"])
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        if excuse.nip not in nips:
+            problems.append(f"{where}: NIP {excuse.nip} is not in employees.csv")
+        key = (excuse.nip, excuse.date_from, excuse.kind)
+        if key in lines:  # one would replace the other: merge them into one row
+            problems.append(f"{where}: {excuse.kind.value} for {excuse.nip} from "
+                            f"{excuse.date_from} is also on line {lines[key]}")
+        lines.setdefault(key, where.rsplit(":", 1)[1])
+        out.append(excuse)
     return out
 
 
 def _decisions(root: Path, event_ids: set[str], problems: list[str]) -> list[Decision]:
-    path = root / "decisions.csv"
-    if not path.exists():
-        return []
     out: list[Decision] = []
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames != DECISION_COLUMNS:
-                problems.append(f"{path}:1: header must be {','.join(DECISION_COLUMNS)}")
-                return []
-            for row in reader:
-                where = f"{path}:{reader.line_num}"
-                if not _whole_row(row, where, problems):
-                    continue
-                decided_at = _time(row["decided_at"], f"{where}: decided_at", problems)
-                try:
-                    event_id = str(uuid.UUID(row["event_id"]))
-                    kind = DecisionKind(row["decision"])
-                    reviewer, note = check_name(row["reviewer"]), check_note(row["note"])
-                except ValueError as exc:  # ReviewError too
-                    problems.append(f"{where}: {exc}")
-                    continue
-                if event_id not in event_ids:
-                    problems.append(f"{where}: event {event_id} is not in events.jsonl")
-                    continue
-                if decided_at is not None:  # its id from its content: a second replay is a no-op
-                    decision_id = str(uuid.uuid5(_DECISION_IDS, f"{event_id}|{kind.value}|"
-                                                 f"{reviewer}|{decided_at.isoformat()}"))
-                    out.append(Decision(decision_id, event_id, "", kind, reviewer, note,
-                                        decided_at))
-    except UnicodeDecodeError as exc:
-        problems.append(_not_utf8(path, exc))
-    except OSError as exc:
-        problems.append(f"{path}: cannot be read: {exc.strerror}")
+    for where, row in _csv_rows(root / "decisions.csv", DECISION_COLUMNS, problems):
+        decided_at = _time(row["decided_at"], f"{where}: decided_at", problems)
+        try:
+            event_id = str(uuid.UUID(row["event_id"]))
+            kind = DecisionKind(row["decision"])
+            reviewer, note = check_name(row["reviewer"]), check_note(row["note"])
+        except ValueError as exc:  # ReviewError too
+            problems.append(f"{where}: {exc}")
+            continue
+        if event_id not in event_ids:
+            problems.append(f"{where}: event {event_id} is not in events.jsonl")
+            continue
+        if decided_at is not None:  # its id from its content: a second replay is a no-op
+            decision_id = str(uuid.uuid5(_DECISION_IDS, f"{event_id}|{kind.value}|"
+                                         f"{reviewer}|{decided_at.isoformat()}"))
+            out.append(Decision(decision_id, event_id, "", kind, reviewer, note, decided_at))
     return out
 
 

@@ -93,3 +93,26 @@ def test_a_bad_scenario_loads_nothing(stack, scenario: Path, tmp_path: Path) -> 
     assert client.execute("SELECT count() FROM employees WHERE nip = '199901012020012999'") \
         == [(0,)]
     client.disconnect()
+
+
+def test_check_ins_the_edge_refuses_are_listed_not_judged(stack, scenario: Path,  # type: ignore[no-untyped-def]
+                                                          tmp_path: Path) -> None:
+    """A NIP without an employee record gets no activation code, so its phone has no key:
+    the gateway answers 401 and the replay lists the check-in instead of judging it."""
+    import shutil
+
+    folder = tmp_path / "stranger"
+    shutil.copytree(scenario, folder)
+    line = json.loads((folder / "events.jsonl").read_text().splitlines()[0])
+    stranger = {**line, "event_id": "6f1d0c2e-3b7a-4e55-9d1c-2f4a8b9e0a11",
+                "nip": "199912312025011999", "device_id": "stranger-phone"}
+    with (folder / "events.jsonl").open("a") as f:
+        f.write(json.dumps(stranger) + "\n")
+    summary = replay.replay(stack, folder, timeout=600, progress=False)
+    assert summary.published == 0
+    assert [(r["event_id"], r["nip"], r["status"]) for r in summary.refused] == [
+        (stranger["event_id"], stranger["nip"], 401)]
+    client = connect(stack.infra)
+    assert client.execute("SELECT count() FROM checkins WHERE event_id = %(e)s",
+                          {"e": stranger["event_id"]}) == [(0,)]
+    client.disconnect()

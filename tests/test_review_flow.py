@@ -115,7 +115,7 @@ def test_the_newest_decision_stands_whatever_order_they_arrive_in(pipe: Pipeline
     assert review.publish_decisions(pipe.settings, newer) == (2, [])
     assert review.publish_decisions(pipe.settings, older) == (2, [])  # arrives last
     assert review.publish_decisions(pipe.settings, older) == (0, [])  # already stored
-    assert _line(pipe, month, nip).line.tk_days == 1  # CONFIRM stands: still absent
+    assert _line(pipe, month, nip).days[day.day - 1].tk  # CONFIRM stands: still absent
     status = pipe.rows("SELECT decision, counted FROM v_checkin_status WHERE event_id = %(e)s",
                        {"e": ids[0]})
     assert status == [("CONFIRM", 0)]

@@ -127,3 +127,26 @@ def test_odd_numbers_and_files_are_problems_not_tracebacks(tmp_path: Path) -> No
     assert "events.jsonl:4: not usable JSON: RecursionError" in problems
     (root / "excuses.csv").mkdir()
     assert "excuses.csv: cannot be read" in _problems(root)
+
+
+def test_decisions_load_with_ids_from_their_content(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "s", [_event(1), _event(2)])
+    header = "event_id,decision,reviewer,note,decided_at\n"
+    good = f"{_event(1)['event_id']},CLEAR,Inspektorat,banding diterima,2026-06-03T09:00:00+07:00\n"
+    (root / "decisions.csv").write_text(header + good)
+    [decision] = load(root).decisions
+    assert (decision.event_id, decision.decision.value, decision.reviewer) == (
+        _event(1)["event_id"], "CLEAR", "Inspektorat")
+    assert load(root).decisions[0].decision_id == decision.decision_id  # a replay is a no-op
+    (root / "decisions.csv").write_text(
+        header + good
+        + f"{_event(2)['event_id']},MAYBE,Inspektorat,,2026-06-03T09:00:00+07:00\n"
+        + "0b9d4f7e-8f51-4d84-9a43-93c5b3bb1c99,CONFIRM,x,,2026-06-03T09:00:00+07:00\n"
+        + f"{_event(2)['event_id']},CONFIRM,x,,yesterday\n"
+        + f"{_event(2)['event_id']},CONFIRM,x,{'n' * 501},2026-06-03T09:00:00+07:00\n")
+    problems = _problems(root)
+    assert "decisions.csv:3: 'MAYBE' is not a valid DecisionKind" in problems
+    assert "decisions.csv:4: event 0b9d4f7e-8f51-4d84-9a43-93c5b3bb1c99 is not in events.jsonl" \
+        in problems
+    assert "decisions.csv:5: decided_at: 'yesterday' is not an RFC 3339 time" in problems
+    assert "decisions.csv:6: note: at most 500 characters" in problems
