@@ -130,6 +130,27 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     return serve(_settings())
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from hadir.dashboard.app import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return serve(_settings())
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    from hadir import users
+
+    settings = _settings()
+    if args.action == "add":
+        password = sys.stdin.readline().rstrip("\n")
+        emit_object(users.add(settings, args.name, args.role, args.office, password),
+                    args.format, title="Account saved")
+    else:
+        emit(users.listing(settings), args.format, title="Dashboard accounts",
+             columns=["username", "role", "office_id", "disabled"])
+    return 0
+
+
 def cmd_device(args: argparse.Namespace) -> int:
     from hadir import devices
 
@@ -320,6 +341,22 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("gateway", help="serve the phone edge (HTTP; also started by hadir run)")
     s.add_argument("--hadir-worker", help=argparse.SUPPRESS)  # marks hadir run's own process
     s.set_defaults(func=cmd_gateway)
+
+    s = sub.add_parser("dashboard", help="serve the web dashboard (also started by hadir run)")
+    s.add_argument("--hadir-worker", help=argparse.SUPPRESS)  # marks hadir run's own process
+    s.set_defaults(func=cmd_dashboard)
+
+    s = sub.add_parser("users", help="dashboard accounts")
+    us = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    u = us.add_parser("add", help="add or replace an account (password on standard input)")
+    u.add_argument("name")
+    u.add_argument("--role", required=True, choices=("admin", "reviewer", "office_head"))
+    u.add_argument("--office", help="the office of an office_head")
+    _fmt(u)
+    u.set_defaults(func=cmd_users)
+    u = us.add_parser("list", help="the accounts")
+    _fmt(u, csv=True)
+    u.set_defaults(func=cmd_users)
 
     s = sub.add_parser("device", help="phone registration: activation codes and device keys")
     ds = s.add_subparsers(dest="action", required=True, metavar="ACTION")

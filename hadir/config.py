@@ -12,8 +12,9 @@ later winning:
 2. environment variables ``HADIR_<SECTION>_<FIELD>``, e.g. ``HADIR_GEO_GEOFENCE_TOLERANCE_M=50``
    or ``HADIR_INFRA_KAFKA_PORT=19092``. Tuples are comma-separated in the environment.
 
-Sections and their fields are the dataclasses below (infra, sink, security, gateway) and the
-policies of the processors (geo, face, fraud, attendance), each documented where its rule lives.
+Sections and their fields are the dataclasses below (infra, sink, security, gateway, dashboard)
+and the policies of the processors (geo, face, fraud, attendance), each documented where its
+rule lives.
 ``hadir config`` prints the effective values.
 """
 
@@ -159,6 +160,30 @@ class GatewaySettings:
                  "at least 32 characters", "***")
 
 
+@dataclass(frozen=True)
+class DashboardSettings:
+    """The web dashboard (``hadir dashboard``, DESIGN.md "The web dashboard")."""
+
+    host: str = "127.0.0.1"
+    port: int = 8050
+    tls_cert: str = ""  # PEM files; both set: HTTPS (and cookies marked Secure)
+    tls_key: str = ""
+    session_minutes: float = 480.0  # a sign-in lasts a working day
+    # Signs session cookies and CSRF tokens. Empty: made once in <home>/secrets/dashboard.key
+    # on a locally managed stack; a stack run elsewhere (docker/) must set it.
+    secret_hex: str = ""
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.port <= 65535, "port", "a port in 1..65535", self.port)
+        _require(bool(self.tls_cert) == bool(self.tls_key), "tls_cert",
+                 "set together with tls_key", self.tls_cert)
+        _require(0 < self.session_minutes <= 7 * 24 * 60, "session_minutes",
+                 "more than 0 and at most a week", self.session_minutes)
+        if self.secret_hex:
+            _require(re.fullmatch(r"[0-9a-fA-F]{64,}", self.secret_hex) is not None,
+                     "secret_hex", "64 or more hexadecimal characters", "***")
+
+
 def _require(ok: bool, name: str, what: str, value: Any) -> None:
     if not ok:
         raise ValueError(f"{name} must be {what}, got {value!r}")
@@ -170,6 +195,7 @@ class Settings:
     sink: SinkSettings = field(default_factory=SinkSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
     geo: GeoPolicy = field(default_factory=GeoPolicy)
     face: FacePolicy = field(default_factory=FacePolicy)
     fraud: FraudPolicy = field(default_factory=FraudPolicy)
@@ -262,7 +288,8 @@ def as_dict(settings: Settings) -> dict[str, Any]:
     """The effective settings, secrets masked, for ``hadir config``."""
     out = dataclasses.asdict(settings)
     for section, key in (("security", "template_key_hex"), ("infra", "clickhouse_password"),
-                         ("infra", "dashboard_password"), ("gateway", "import_token")):
+                         ("infra", "dashboard_password"), ("gateway", "import_token"),
+                         ("dashboard", "secret_hex")):
         if out[section][key]:
             out[section][key] = "***"
     return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import secrets
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import asdict
@@ -16,7 +17,7 @@ from typing import Any
 import orjson
 from tqdm import tqdm
 
-from hadir import faces, replay, reports, review, topics
+from hadir import faces, replay, reports, review, topics, users
 from hadir.config import REPO_ROOT, Settings
 from hadir.generate import EXPECTED_REASON, FRAUD_KINDS, generate
 from hadir.infra import stack
@@ -208,6 +209,11 @@ def run(settings: Settings, out: Path, asn: int = 300, seed: int = 7,
               "tpp_cut_after_review_idr": sum(r.line.tpp_cut_idr for r in lines),
               "worst_offenders": offenders, "tpp_by_office": offices}
     (report_dir / "demo-summary.json").write_text(to_json(result))
+    password = secrets.token_urlsafe(12)  # the demo's sign-in: an admin, new every run
+    users.add(settings, "demo", "admin", None, password)
+    result["dashboard"] = {
+        "address": f"http://{settings.dashboard.host}:{settings.dashboard.port}"
+                   f"/tpp?bulan={month:%Y-%m}", "username": "demo", "password": password}
 
     if not people:
         emit_object(result, "json")
@@ -229,5 +235,7 @@ def run(settings: Settings, out: Path, asn: int = 300, seed: int = 7,
           f"{rupiah(sum(r.line.tpp_base_idr for r in lines))}")
     print(f"\nScenario: {folder}\nReports:  {report_dir} (tpp CSV/JSON, daily attendance, "
           "summary)\nMore:     hadir report tpp --month "
-          f"{month:%Y-%m} | hadir alerts | hadir checkins")
+          f"{month:%Y-%m} | hadir alerts | hadir checkins | hadir review queue"
+          f"\nDashboard: {result['dashboard']['address']} (sign in as demo, password "
+          f"{result['dashboard']['password']}; a new one each run)")
     return 0

@@ -59,10 +59,13 @@ DECISIONS = Topic("hadir.reviews.decisions", "ReviewDecision", "event_id", compa
 APPEALS = Topic("hadir.appeals", "Appeal", "NIP", retention_days=400)
 EXCUSE_REQUESTS = Topic("hadir.excuse.requests", "ExcuseRequest", "NIP", retention_days=400)
 MONTHS = Topic("hadir.ref.months", "MonthStatus", "YYYY-MM", compacted=True)
+# The dashboard's accounts, and who saw personal data through it.
+USERS = Topic("hadir.ref.users", "DashboardUser", "username", compacted=True)
+ACCESS_LOG = Topic("hadir.audit.access", "AccessLogEntry", "username", retention_days=400)
 
 ALL: tuple[Topic, ...] = (RAW, VERDICTS, ALERTS, DLQ, EMPLOYEES, OFFICES, FACES, EXCUSES, FACED,
                           BY_DEVICE, SELFIES, DEVICES, ACTIVATIONS, ACCEPTED, DECISIONS,
-                          APPEALS, EXCUSE_REQUESTS, MONTHS)
+                          APPEALS, EXCUSE_REQUESTS, MONTHS, USERS, ACCESS_LOG)
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@
 intake x N (decode, GPS sanity, faces: the expensive stage, scale it with ``--intake N``),
 core x C (person and device state, verdicts, alerts; ``--core C``: the internal topics'
 partitions and the table partitions that go with them are shared out), sink x M (ClickHouse,
-``--sinks M``: one consumer group, so the event topics' partitions are shared out), and the
-gateway (``hadir gateway``, the phone edge). Each is a ``python -m streams.worker ROLE`` (or
-``python -m hadir gateway``) process with a pid file under the state folder.
+``--sinks M``: one consumer group, so the event topics' partitions are shared out), the
+gateway (``hadir gateway``, the phone edge) and the dashboard (``hadir dashboard``). Each is a
+``python -m streams.worker ROLE`` (or ``python -m hadir gateway|dashboard``) process with a pid
+file under the state folder.
 
 ``hadir run`` supervises them: a worker that exits is started again, after a pause that
 doubles while it keeps failing within a minute of its start (a crash loop must not spin).
@@ -42,7 +43,8 @@ def _processes(settings: Settings, intake: int, sinks: int,
                core: int) -> list[tuple[ManagedProcess, str]]:
     home = settings.infra.home_path / "workers"
     roles = [(f"{role}-{i}", role) for role, n in (("intake", intake), ("core", core),
-                                                   ("sink", sinks), ("gateway", 1))
+                                                   ("sink", sinks), ("gateway", 1),
+                                                   ("dashboard", 1))
              for i in range(n)]
     return [(ManagedProcess(name, home, marker=f"hadir-worker={home}/{name}"), role)
             for name, role in roles]
@@ -90,7 +92,8 @@ def start(settings: Settings, intake: int = 1, sinks: int = 1,
 
 
 def _start_one(settings: Settings, proc: ManagedProcess, role: str, intake: int) -> None:
-    command = ["hadir", "gateway"] if role == "gateway" else ["streams.worker", role]
+    command = (["hadir", role] if role in ("gateway", "dashboard")
+               else ["streams.worker", role])
     proc.start([sys.executable, "-m", *command, f"--hadir-worker={proc.state_dir}/{proc.name}"],
                env=worker_env(settings, role, intake))
 

@@ -91,7 +91,8 @@ def _event_mappings(tz: str) -> list[EventMapping]:
             "local_date": _local_date(pl.col("server_time") - pl.col("offline_age_ms"), tz),
             "client_time": _seconds("client_time"),
             **same("verdict", "reasons", "face_similarity", "spoof_score", "h3_cell",
-                   "distance_m", "lat", "lon", "accuracy_m", "offline_age_ms"),
+                   "distance_m", "lat", "lon", "accuracy_m", "offline_age_ms",
+                   "source_offset"),
             "decided_at": _seconds("decided_at"),
             "version": pl.col("decided_at")}, required=("server_time", "decided_at")),
         EventMapping(topics.ALERTS, "alerts", {
@@ -159,7 +160,15 @@ def _record_mappings() -> list[RecordMapping]:
                 v["error"], seconds(v["failed_at"]), v.get("event_id") or "",
                 v.get("nip") or "", len(v["value"] or b""), off)
 
+    def access_row(_key: bytes | None, v: dict[str, Any] | None, off: int) -> Row:
+        v = present(v)
+        return (v["entry_id"], seconds(v["at"]), v["username"], v["role"], v["action"],
+                v["subject"], v["nip"], v["office_id"], off)
+
     return [
+        RecordMapping(topics.ACCESS_LOG, "access_log", (
+            "entry_id", "at", "username", "role", "action", "subject", "nip", "office_id",
+            "version"), access_row),
         RecordMapping(topics.DECISIONS, "decisions", (
             "decision_id", "event_id", "nip", "decision", "reviewer", "note", "decided_at",
             "decided_at_ms", "version"), decision_row),

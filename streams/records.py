@@ -107,7 +107,7 @@ def verdict_record(r: dict[str, Any], verdict: Verdict, now: datetime) -> dict[s
         "face_similarity": r["face_similarity"], "spoof_score": r["spoof_score"],
         "h3_cell": r["h3_cell"], "distance_m": r["distance_m"], "lat": r["lat"],
         "lon": r["lon"], "accuracy_m": r["accuracy_m"], "decided_at": now,
-        "offline_age_ms": r["offline_age_ms"],
+        "offline_age_ms": r["offline_age_ms"], "source_offset": r.get("source_offset") or "",
     }
 
 

@@ -160,7 +160,8 @@ def test_detached_workers_are_supervised_until_stopped(stack) -> None:  # type: 
     result = run("run", "--detach", "--format", "json")
     assert result.returncode == 0, result.stderr
     started = {w["name"] for w in json.loads(result.stdout)}
-    assert started == {"supervisor", "intake-0", "core-0", "sink-0", "gateway-0"}
+    assert started == {"supervisor", "intake-0", "core-0", "sink-0", "gateway-0",
+                       "dashboard-0"}
     try:
         again = run("run")  # a second supervisor would start a dead worker twice
         assert again.returncode == 1 and "already supervises the workers" in again.stderr
@@ -177,5 +178,5 @@ def test_detached_workers_are_supervised_until_stopped(stack) -> None:  # type: 
         result = run("run", "--stop", "--format", "json")
     assert result.returncode == 0, result.stderr
     assert set(json.loads(result.stdout)["stopped"]) == {"intake-0", "core-0", "sink-0",
-                                                         "gateway-0"}
+                                                         "gateway-0", "dashboard-0"}
     assert workers.running(stack) == [] and workers.supervisor(stack).pid() is None

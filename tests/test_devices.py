@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from hadir.gateway.bodies import BadBody, CheckinBody, parse
 from hadir.gateway.messages import REASON, message
-from hadir.gateway.ratelimit import RateLimiter
+from hadir.ratelimit import RateLimiter
 from processors.devices import (
     Activation,
     Directory,

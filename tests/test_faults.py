@@ -233,7 +233,7 @@ def test_scaling_out_and_in_mid_load(pipe: Pipeline, stack) -> None:  # type: ig
         ids, _ = _load(pipe, scale_back)
         _exactly_once(pipe, ids)
         assert {p.name for p in workers.running(stack)} == {"intake-0", "core-0", "sink-0",
-                                                            "gateway-0"}
+                                                            "gateway-0", "dashboard-0"}
     finally:
         for proc in workers.running(stack):
             if proc.name in ("intake-1", "core-1"):

@@ -56,7 +56,7 @@ from hadir.gateway.bodies import (
 )
 from hadir.gateway.messages import message
 from hadir.gateway.publisher import Publisher, Unavailable
-from hadir.gateway.ratelimit import RateLimiter
+from hadir.ratelimit import RateLimiter
 from hadir.reports import own_month
 from hadir.review import request_record
 from hadir.serde import AvroCodec, Registry

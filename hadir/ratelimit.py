@@ -1,4 +1,5 @@
-"""Requests per device: a token bucket each, with the clock as a parameter."""
+"""Requests per key (a phone's device key, a sign-in name and address): a token bucket each,
+with the clock as a parameter."""
 
 from __future__ import annotations
 
