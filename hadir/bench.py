@@ -14,6 +14,8 @@
 - sink: rows per second from Kafka into ClickHouse through the batching sink, with one sink
   process and with two in one consumer group.
 - report: the TPP report's time for 5,000 ASN x 1 month and x 12 months.
+- dashboard: each page's server-side time over that year, and how soon the alert feed shows a
+  published alert (``hadir/bench_dashboard.py``).
 
 The pipeline, sink and report benchmarks run on a stack of their own (state in .hadir-bench,
 ports 2xxxx), so they never mix with the demo's data; it starts empty on every run (state
@@ -39,10 +41,12 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import h3
 import numpy as np
 from tqdm import tqdm
 
 from hadir import faces, topics, workers
+from hadir.bench_dashboard import bench_dashboard
 from hadir.bench_gateway import bench_gateway
 from hadir.config import REPO_ROOT, Settings
 from hadir.generate import SelfieCamera, identities, load_photo, make_nip
@@ -55,8 +59,8 @@ from processors.geo import bench_geo
 
 FACES_DIR = REPO_ROOT.parent / "shared" / "faces" / "deepface"
 LIVENESS_DIR = REPO_ROOT.parent / "shared" / "models" / "liveness"
-ALL = ("geo", "face", "gateway", "pipeline", "sink", "report")
-NEEDS_STACK = ("gateway", "pipeline", "sink", "report")
+ALL = ("geo", "face", "gateway", "pipeline", "sink", "report", "dashboard")
+NEEDS_STACK = ("gateway", "pipeline", "sink", "report", "dashboard")
 BENCH_DAY = date(2030, 1, 7)  # a Monday far from any real month
 WARM_UP = 20_000  # check-ins through the pipeline at full rate before anything is measured
 # ... then runs of SETTLE_RUN check-ins at SETTLE_RATE until the broker's JIT compiler took less
@@ -521,12 +525,13 @@ def _collect(results: Any, procs: list[Any], what: str, timeout_s: float | None 
 # --- report --------------------------------------------------------------------------------
 
 
-def bench_report(settings: Settings, progress: bool, asn: int = 5000) -> dict[str, Any]:
-    """TPP report time for ``asn`` ASN over 1 and 12 months of check-ins (written straight
-    into ClickHouse: this measures the report, not the pipeline), with REVIEW_SHARE of them
-    under review and most of those decided (the report joins the decisions), and the time of
-    ``hadir review queue``."""
-    from hadir import reports, review
+REPORT_YEAR = 2029
+
+
+def fill_year(settings: Settings, progress: bool, asn: int = 5000) -> None:
+    """A regency's year of check-ins, written straight into ClickHouse (the report and
+    dashboard benchmarks measure reading it, not the pipeline): ``asn`` ASN in 40 offices,
+    REVIEW_SHARE of their check-ins under review and most of those decided."""
     from processors.attendance import WorkCalendar
     from sinks.connection import connect
 
@@ -538,8 +543,10 @@ def bench_report(settings: Settings, progress: bool, asn: int = 5000) -> dict[st
     client.execute("INSERT INTO employees (nip, name, office_id, tpp_base_idr, deleted, version)"
                    " VALUES", [(n, f"ASN {i}", f"OPD{i % 40:02d}", 4_000_000, 0, 1)
                                for i, n in enumerate(nips)])
+    office_of = {n: f"OPD{i % 40:02d}" for i, n in enumerate(nips)}
+    cell = h3.latlng_to_cell(-2.486, 106.41, settings.geo.h3_resolution)
     cal = WorkCalendar(settings.attendance)
-    year = 2029
+    year = REPORT_YEAR
     tz = cal.tz
     columns = ("event_id, nip, device_id, office_id, type, server_time, server_time_ms, "
                "local_date, verdict, reasons, h3_cell, lat, lon, decided_at, version")
@@ -555,10 +562,10 @@ def bench_report(settings: Settings, progress: bool, asn: int = 5000) -> dict[st
                         minutes=minute)
                     t = local.astimezone(UTC)
                     event_id, flagged = str(uuid.uuid4()), rng.random() < REVIEW_SHARE
-                    batch.append((event_id, n, "d", "OPD", kind,
+                    batch.append((event_id, n, "d", office_of[n], kind,
                                   t.replace(tzinfo=None), int(t.timestamp() * 1000), day,
                                   "REVIEW" if flagged else "ACCEPTED",
-                                  ["SHARED_DEVICE"] if flagged else [], "", -2.486, 106.41,
+                                  ["SHARED_DEVICE"] if flagged else [], cell, -2.486, 106.41,
                                   t.replace(tzinfo=None), 1))
                     if flagged and rng.random() < 0.8:  # most are decided, the rest queue
                         decided = t + timedelta(days=2)
@@ -570,6 +577,17 @@ def bench_report(settings: Settings, progress: bool, asn: int = 5000) -> dict[st
         client.execute("INSERT INTO decisions (decision_id, event_id, nip, decision, reviewer, "
                        "note, decided_at, decided_at_ms, version) VALUES", decisions)
     client.disconnect()
+
+
+def bench_report(settings: Settings, progress: bool, asn: int = 5000) -> dict[str, Any]:
+    """TPP report time for ``asn`` ASN over 1 and 12 months of check-ins (written straight
+    into ClickHouse: this measures the report, not the pipeline), with REVIEW_SHARE of them
+    under review and most of those decided (the report joins the decisions), and the time of
+    ``hadir review queue``."""
+    from hadir import reports, review
+
+    fill_year(settings, progress, asn)
+    year = REPORT_YEAR
     t0 = time.perf_counter()
     one = reports.tpp(settings, date(year, 3, 1), store=False)
     month_s = time.perf_counter() - t0
@@ -616,7 +634,8 @@ def run(settings: Settings, only: str | None = None, out: Path = Path("out/bench
     steps.update({"gateway": lambda: bench_gateway(bench, progress, FACES_DIR),
                   "pipeline": lambda: bench_pipeline(bench, progress, intake=intake, core=core),
                   "sink": lambda: bench_sink(bench, progress),
-                  "report": lambda: bench_report(bench, progress)})
+                  "report": lambda: bench_report(bench, progress),
+                  "dashboard": lambda: bench_dashboard(bench, progress)})
     out.parent.mkdir(parents=True, exist_ok=True)
     # Geo and face first: they must not share the CPUs with the services starting up.
     order = sorted(chosen, key=lambda name: name in NEEDS_STACK)

@@ -432,15 +432,21 @@ def create_app(settings: Settings) -> Starlette:
     def guarded(page: Page | None, handler: Handler) -> Callable[[Request],
                                                                 Awaitable[Response]]:
         async def run(request: Request) -> Response:
+            started = time.perf_counter()
             try:
                 user, session = board.signed_in(request)
                 if page is not None and not user.may_see(page):
                     raise Denied("Halaman ini bukan untuk peran Anda.")
-                return await handler(request, user, session)
+                response = await handler(request, user, session)
             except SignIn:
-                return RedirectResponse("/login", 303)
+                response = RedirectResponse("/login", 303)
             except Denied as exc:
-                return board.render(request, "denied.html", None, None, 403, reason=str(exc))
+                response = board.render(request, "denied.html", None, None, 403,
+                                        reason=str(exc))
+            # the server's own time, for `hadir bench --only dashboard` and browsers' tools
+            response.headers["Server-Timing"] = \
+                f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+            return response
         return run
 
     @asynccontextmanager
