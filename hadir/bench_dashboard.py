@@ -25,7 +25,7 @@ import requests
 
 from hadir import topics, users
 from hadir.config import Settings
-from hadir.infra.process import InfraError, tail, wait_until
+from hadir.infra.process import InfraError, end, tail, wait_until
 from hadir.serde import AvroCodec, Registry
 from sinks.connection import connect
 
@@ -169,8 +169,4 @@ def bench_dashboard(settings: Settings, progress: bool, asn: int = 5000) -> dict
         out["alert_feed"] = _alert_latency(settings, admin)
         return out
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        end(proc)

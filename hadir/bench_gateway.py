@@ -35,7 +35,7 @@ from hadir import phones as phone_sim
 from hadir import topics
 from hadir.config import Settings
 from hadir.generate import SelfieCamera, identities, load_photo, make_nip
-from hadir.infra.process import InfraError, process_cpu_s, tail, wait_until
+from hadir.infra.process import InfraError, end, process_cpu_s, tail, wait_until
 from hadir.infra.stack import services
 from hadir.measure import own_cpu_s, percentiles
 from hadir.phone import Phone, checkin_body, gateway_url
@@ -180,8 +180,4 @@ def bench_gateway(settings: Settings, progress: bool, faces_dir: Any) -> dict[st
                     if after[name] is not None and before[name] is not None}}
         return out
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        end(proc)

@@ -11,7 +11,7 @@ from typing import Any
 from hadir import topics
 from hadir.config import Settings
 from hadir.serde import AvroCodec, Registry, SerdeError
-from sinks.connection import connect
+from sinks.connection import rows
 
 COLUMNS = ["failed_at", "stage", "source_topic", "source_partition", "source_offset",
            "event_id", "nip", "error"]
@@ -19,16 +19,9 @@ COLUMNS = ["failed_at", "stage", "source_topic", "source_partition", "source_off
 
 def listing(settings: Settings, stage: str | None = None, limit: int = 50
             ) -> list[dict[str, Any]]:
-    client = connect(settings.infra)
-    try:
-        rows, cols = client.execute(
-            f"SELECT {', '.join(COLUMNS)} FROM dead_letters FINAL"
-            + (" WHERE stage = %(stage)s" if stage else "")
-            + " ORDER BY failed_at DESC LIMIT %(limit)s", {"stage": stage, "limit": limit},
-            with_column_types=True)
-    finally:
-        client.disconnect()
-    return [dict(zip([c for c, _ in cols], r, strict=True)) for r in rows]
+    return rows(settings.infra, f"SELECT {', '.join(COLUMNS)} FROM dead_letters FINAL"
+                + (" WHERE stage = %(stage)s" if stage else "")
+                + " ORDER BY failed_at DESC LIMIT %(limit)s", {"stage": stage, "limit": limit})
 
 
 def replay(settings: Settings, event_ids: set[str] | None) -> dict[str, Any]:

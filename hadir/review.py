@@ -29,7 +29,7 @@ from processors.review import (
     months_between,
     refuse_closed,
 )
-from sinks.connection import connect
+from sinks.connection import rows
 
 QUEUE_COLUMNS = ["event_id", "nip", "office_id", "server_time", "verdict", "reasons", "appeal",
                  "evidence"]
@@ -40,12 +40,7 @@ REQUEST_COLUMNS = ["request_id", "nip", "office_id", "kind", "date_from", "date_
 
 def _rows(settings: Settings, sql: str, params: dict[str, Any] | None = None
           ) -> list[dict[str, Any]]:
-    client = connect(settings.infra)
-    try:
-        rows, columns = client.execute(sql, params or {}, with_column_types=True)
-    finally:
-        client.disconnect()
-    return [dict(zip([c for c, _ in columns], r, strict=True)) for r in rows]
+    return rows(settings.infra, sql, params)
 
 
 def wait_stored(settings: Settings, sql: str, params: dict[str, Any],

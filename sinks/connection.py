@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from clickhouse_driver import Client
 
 from hadir.config import InfraSettings
@@ -13,3 +15,14 @@ def connect(infra: InfraSettings, database: str | None = None) -> Client:
                   password=infra.clickhouse_password,
                   database=database or infra.clickhouse_database, connect_timeout=5,
                   send_receive_timeout=120, settings={"use_numpy": False})
+
+
+def rows(infra: InfraSettings, sql: str, params: dict[str, Any] | None = None
+         ) -> list[dict[str, Any]]:
+    """A query's rows as dicts by column name, on a connection of its own."""
+    client = connect(infra)
+    try:
+        found, columns = client.execute(sql, params or {}, with_column_types=True)
+    finally:
+        client.disconnect()
+    return [dict(zip([c for c, _ in columns], r, strict=True)) for r in found]

@@ -203,14 +203,19 @@ class Dashboard:
         return self.render(request, "today.html", user, session, day=day, office=office,
                            is_today=day == datetime.now(self.tz).date(), **found)
 
-    async def asn(self, request: Request, user: User, session: Session) -> Response:
-        nip = request.path_params["nip"]
-        person = await run_in_threadpool(data.employee, self.settings, nip)
+    async def person(self, request: Request, user: User) -> dict[str, Any]:
+        """The ASN the path names, if the user may see their office."""
+        person = await run_in_threadpool(data.employee, self.settings,
+                                         request.path_params["nip"])
         if person is None:
             raise Denied("Pegawai tidak ditemukan.")
         user.office_scope(person["office_id"])
+        return person
+
+    async def asn(self, request: Request, user: User, session: Session) -> Response:
+        person = await self.person(request, user)
         day = self.day(request)
-        found = await run_in_threadpool(data.checkins_of, self.settings, nip, day)
+        found = await run_in_threadpool(data.checkins_of, self.settings, person["nip"], day)
         return self.render(request, "asn.html", user, session, person=person, day=day,
                            checkins=found)
 
@@ -356,14 +361,10 @@ class Dashboard:
                            lines=[r.line for r in lines], offices=by_office, closed=closed)
 
     async def tpp_person(self, request: Request, user: User, session: Session) -> Response:
-        nip = request.path_params["nip"]
-        person = await run_in_threadpool(data.employee, self.settings, nip)
-        if person is None:
-            raise Denied("Pegawai tidak ditemukan.")
-        user.office_scope(person["office_id"])
+        person = await self.person(request, user)
         month = self.month(request)
         lines = await run_in_threadpool(reports.tpp, self.settings, month, None, False, None,
-                                        nip)
+                                        person["nip"])
         days = [] if not lines or lines[0].attendance is None else lines[0].days
         return self.render(request, "tpp_person.html", user, session, person=person,
                            month=month, line=lines[0].line if lines else None, days=days,

@@ -15,7 +15,7 @@ from hadir import reports, topics
 from hadir.config import Settings
 from hadir.serde import AvroCodec, Registry, SerdeError
 from processors.attendance import WorkCalendar
-from sinks.connection import connect
+from sinks.connection import rows as query
 
 _WORST = {"ACCEPTED": 0, "REVIEW": 1, "REJECTED": 2}
 _RAW_POSITION = re.compile(r"(.+)\[(\d+)\]@(\d+)")
@@ -30,12 +30,7 @@ def readonly(settings: Settings) -> Settings:
 
 def rows(settings: Settings, sql: str, params: dict[str, Any] | None = None
          ) -> list[dict[str, Any]]:
-    client = connect(settings.infra)
-    try:
-        found, columns = client.execute(sql, params or {}, with_column_types=True)
-    finally:
-        client.disconnect()
-    return [dict(zip([c for c, _ in columns], r, strict=True)) for r in found]
+    return query(settings.infra, sql, params)
 
 
 def offices(settings: Settings) -> list[dict[str, Any]]:

@@ -60,9 +60,8 @@ def render(offices: Iterable[Shape], cells: Iterable[tuple[str, str, int]],
         for ring in shape.rings:
             out.append(f'<polygon points="{" ".join(xy(*p) for p in ring)}" '
                        'fill="#1565c022" stroke="#1565c0" stroke-width="1.5"/>')
-        lat, lon = shape.rings[0][0]
-        out.append(f'<text x="{xy(lat, lon).split(",")[0]}" y="{xy(lat, lon).split(",")[1]}" '
-                   f'class="label">{html.escape(shape.label)}</text>')
+        x, y = xy(*shape.rings[0][0]).split(",")
+        out.append(f'<text x="{x}" y="{y}" class="label">{html.escape(shape.label)}</text>')
     for ring, verdict, n in hexes:
         out.append(f'<polygon points="{" ".join(xy(*p) for p in ring)}" '
                    f'fill="{COLOURS.get(verdict, "#757575")}" fill-opacity="0.6" stroke="#fff">'

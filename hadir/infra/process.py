@@ -177,3 +177,13 @@ def _alive(pid: int) -> bool:
             os.waitpid(pid, os.WNOHANG)
         return False
     return True
+
+
+def end(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Stop a child process the caller started: SIGTERM, then SIGKILL after ``timeout``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
