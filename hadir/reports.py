@@ -92,7 +92,7 @@ def _employees(client: Any, office: str | None, nip: str | None = None) -> list[
 
 
 def _times(client: Any, nips: list[str], dates: list[date],
-           only: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+           subset: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The first counted IN and the last counted OUT of each NIP (rows) and local date
     (columns), as epoch microseconds (NO_TIME: none); an offline check-in counts at its
     capture time, ``server_time - offline_age_ms``. Counted: the verdict counts and no
@@ -108,13 +108,13 @@ def _times(client: Any, nips: list[str], dates: list[date],
         "FROM (SELECT event_id, nip, local_date, type, server_time_ms - offline_age_ms AS at, "
         "verdict "
         "FROM checkins FINAL WHERE local_date >= %(first)s AND local_date <= %(last)s"
-        + (" AND nip = %(only)s" if only else "") + ") "
+        + (" AND nip IN %(nips)s" if subset else "") + ") "
         # the newest reviewer decision of each check-in (processors/review.py `counts`)
         "ANY LEFT JOIN (SELECT event_id, argMax(decision, decided_at_ms) AS decision "
         "FROM decisions FINAL GROUP BY event_id) USING event_id "
         "WHERE decision = 'CLEAR' OR (decision != 'CONFIRM' AND verdict IN %(counted)s) "
         "GROUP BY nip, local_date) GROUP BY nip",
-        {"first": dates[0], "last": dates[-1], "counted": COUNTED, "only": only})
+        {"first": dates[0], "last": dates[-1], "counted": COUNTED, "nips": tuple(nips) or ("",)})
     index = {nip: row for row, nip in enumerate(nips)}
     cells: tuple[list[int], list[int]] = ([], [])  # (row, column) of each NIP and date
     ms: tuple[list[int], list[int]] = ([], [])  # first IN, last OUT
@@ -146,7 +146,8 @@ def _assess(settings: Settings, cal: WorkCalendar, first: date, last: date,
     employees = _employees(client, office, nip)
     nips = [e.nip for e in employees]
     dates = [first + timedelta(days=n) for n in range((last - first).days + 1)]
-    first_in, last_out = _times(client, nips, dates, nip)
+    # one office's or one ASN's: read only their check-ins
+    first_in, last_out = _times(client, nips, dates, subset=office is not None or nip is not None)
     excuses = excuse_codes(nips, dates, _excuses(client, first, last))
     client.disconnect()
     return employees, assess(nips, dates, first_in, last_out, excuses, cal)

@@ -74,10 +74,15 @@ def queue(settings: Settings, office: str | None = None, rule: str | None = None
     rows = _rows(settings, (
         "SELECT event_id, nip, office_id, server_time, verdict, reasons, appeal FROM ("
         "SELECT event_id, nip, office_id, server_time, verdict, reasons, appeal, appealed "
-        "FROM (SELECT event_id, nip, office_id, server_time, verdict, reasons "
-        "FROM checkins FINAL WHERE verdict != 'ACCEPTED'"
-        + (" AND office_id = %(office)s" if office else "")
-        + (" AND has(reasons, %(rule)s)" if rule else "") + ") "
+        # each flagged check-in's newest verdict: found without FINAL, which would merge
+        # every check-in of the year before filtering
+        "FROM (SELECT event_id, argMax(nip, version) AS nip, "
+        "argMax(office_id, version) AS office_id, argMax(server_time, version) AS server_time, "
+        "argMax(verdict, version) AS verdict, argMax(reasons, version) AS reasons "
+        "FROM checkins WHERE event_id IN (SELECT event_id FROM checkins "
+        "WHERE verdict != 'ACCEPTED'" + (" AND office_id = %(office)s" if office else "")
+        + (" AND has(reasons, %(rule)s)" if rule else "") + ") GROUP BY event_id "
+        "HAVING verdict != 'ACCEPTED') "
         "ANY LEFT JOIN (SELECT event_id, argMax(note, submitted_at) AS appeal, 1 AS appealed "
         "FROM appeals FINAL GROUP BY event_id) USING event_id) "
         f"ANY LEFT JOIN ({_DECISIONS}) USING event_id "
@@ -108,8 +113,9 @@ def decide(settings: Settings, event_id: str, decision: DecisionKind, by: str,
         event_id = str(uuid.UUID(event_id))
     except ValueError:
         raise ReviewError(f"{event_id!r} is not an event id") from None
-    found = _rows(settings, "SELECT nip, local_date FROM checkins FINAL "
-                            "WHERE event_id = %(e)s", {"e": event_id})
+    found = _rows(settings, "SELECT argMax(nip, version) AS nip, argMax(local_date, version) "
+                            "AS local_date FROM checkins WHERE event_id = %(e)s "
+                            "HAVING count() > 0", {"e": event_id})
     if not found:
         raise ReviewError(f"no verdict for check-in {event_id} (yet)")
     refuse_closed(closed_months(settings), [month_of(found[0]["local_date"])],

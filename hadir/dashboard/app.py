@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -63,6 +63,9 @@ log = logging.getLogger("hadir.dashboard")
 HERE = Path(__file__).resolve().parent
 COOKIE = "hadir_sesi"
 LOGINS_PER_MINUTE, LOGIN_BURST = 5.0, 5
+# The discipline page judges a whole year: computed at most every ten minutes (TK days change
+# once a day), with the time it was computed on the page.
+DISCIPLINE_CACHE_S = 600.0
 NAV = [(Page.TODAY, "Hari ini"), (Page.ALERTS, "Peringatan"), (Page.REVIEW, "Antrian tinjauan"),
        (Page.REQUESTS, "Permohonan"), (Page.MAP, "Peta"), (Page.TPP, "TPP"),
        (Page.DISCIPLINE, "Disiplin")]
@@ -83,6 +86,7 @@ class Dashboard:
         self.users: dict[str, User] = {}
         self.logins = RateLimiter(LOGINS_PER_MINUTE, LOGIN_BURST)
         self.feeds: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._discipline: dict[tuple[int, str | None], tuple[float, list[Any]]] = {}
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
                                      autoescape=select_autoescape(["html"]))
 
@@ -398,10 +402,14 @@ class Dashboard:
         if not year_text.isdigit() or not 2000 <= int(year_text) < 2100:
             raise Denied("Tahun tidak dikenal.")
         office = user.office_scope(request.query_params.get("kantor"))
-        found = await run_in_threadpool(reports.discipline, self.settings, int(year_text),
-                                        office)
-        return self.render(request, "discipline.html", user, session, year=int(year_text),
-                           lines=found)
+        key = (int(year_text), office)
+        at, found = self._discipline.get(key, (0.0, []))
+        if time.monotonic() - at > DISCIPLINE_CACHE_S:  # a year of days: seconds to judge
+            found = await run_in_threadpool(reports.discipline, self.settings, key[0], office)
+            self._discipline[key] = (time.monotonic(), found)
+        return self.render(request, "discipline.html", user, session, year=key[0],
+                           lines=found, computed=datetime.now(self.tz) - timedelta(
+                               seconds=time.monotonic() - self._discipline[key][0]))
 
 
 def month_closed(lines: list[reports.TppResult]) -> bool:
