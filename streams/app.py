@@ -40,11 +40,12 @@ from hadir.config import Settings
 from hadir.serde import AvroCodec, Registry, SerdeError
 from processors.attendance import Excuse, ExcuseKind
 from processors.events import InvalidCheckin
+from processors.fraud import FraudPolicy
 from processors.geo import GeofenceError, Geofences, office_from_feature
 from streams.core import Reference, device_step, person_step, seen
 from streams.offsets import Admit, OffsetLedger
 from streams.outbox import Outbox, partition_for
-from streams.records import dead_letter, readable
+from streams.records import dead_letter, invalid_input, readable
 from streams.reference import ReferenceFollower
 
 log = logging.getLogger("hadir.streams")
@@ -86,14 +87,23 @@ def raw_topic(app: faust.App, topic: topics.Topic, stage_input: bool = False) ->
 
 
 class DeadLetters:
-    def __init__(self, registry: Registry, stage: str) -> None:
+    """The one dead-letter writer of every stage. A check-in whose event id and NIP can be
+    read also gets its verdict, REJECTED with INVALID_INPUT, and the alert: the ASN sees why
+    on the phone and can appeal, instead of a silent TK day."""
+
+    def __init__(self, registry: Registry, stage: str, policy: FraudPolicy) -> None:
         self.codec = AvroCodec(topics.DLQ, registry)
+        self.verdicts = AvroCodec(topics.VERDICTS, registry)
+        self.alerts = AvroCodec(topics.ALERTS, registry)
         self.stage = stage
+        self.policy = policy
 
     def add(self, outbox: Outbox, event: Any, error: str,
-            about: tuple[str, str] | None = None) -> None:
+            record: dict[str, Any] | None = None) -> None:
+        """The record of ``event``, which failed; ``record``: the check-in as far as it
+        could be decoded."""
         m = event.message
-        self._add(outbox, m.topic, m.partition, m.offset, m.key, m.value, error, about)
+        self._add(outbox, m.topic, m.partition, m.offset, m.key, m.value, error, record)
 
     def add_checkin(self, outbox: Outbox, event: Any, codec: AvroCodec, n: int,
                     error: str) -> None:
@@ -111,17 +121,23 @@ class DeadLetters:
             self.add(outbox, event, error)
             return
         if source is None:
-            self._add(outbox, m.topic, m.partition, m.offset, m.key, value, error,
-                      readable(original))
+            self._add(outbox, m.topic, m.partition, m.offset, m.key, value, error, original)
             return
         self._add(outbox, source[1], int(source[2]), int(source[3]), m.key, value,
-                  f"{error} (in {where})", readable(original))
+                  f"{error} (in {where})", original)
 
     def _add(self, outbox: Outbox, topic: str, partition: int, offset: int, key: bytes | None,
-             value: bytes | None, error: str, about: tuple[str, str] | None = None) -> None:
+             value: bytes | None, error: str, record: dict[str, Any] | None) -> None:
         log.warning("dead letter %s[%d]@%d: %s", topic, partition, offset, error)
-        record = dead_letter(topic, partition, offset, key, value, error, self.stage, about)
-        outbox.add(topics.DLQ.name, None, self.codec.encode(record))
+        letter = dead_letter(topic, partition, offset, key, value, error, self.stage,
+                             readable(record))
+        outbox.add(topics.DLQ.name, None, self.codec.encode(letter))
+        decided = invalid_input(record, error, self.policy, datetime.now(UTC))
+        if decided is not None:
+            verdict, alert = decided
+            outbox.add(topics.VERDICTS.name, verdict["nip"].encode(),
+                       self.verdicts.encode(verdict))
+            outbox.add(topics.ALERTS.name, alert["nip"].encode(), self.alerts.encode(alert))
 
 
 # A check-in's source_offset as the intake wrote it: topic[partition]@offset.
@@ -321,7 +337,7 @@ def build_core_app(settings: Settings) -> faust.App:
     device_partitions = topics.partitions(topics.BY_DEVICE, settings.infra)
     verdict_codec = AvroCodec(topics.VERDICTS, registry)
     alert_codec = AvroCodec(topics.ALERTS, registry)
-    dlq = DeadLetters(registry, "core")
+    dlq = DeadLetters(registry, "core", settings.fraud)
     faced = raw_topic(app, topics.FACED, stage_input=True)
     by_device = raw_topic(app, topics.BY_DEVICE, stage_input=True)
     tz = ZoneInfo(settings.attendance.timezone)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import faust
@@ -24,7 +23,7 @@ from processors import geo
 from processors.events import Checkin, Finding, InvalidCheckin, Reason
 from processors.face import FaceResult, FaceVerifier, ReplayIndex, TemplateError
 from streams.app import DeadLetters, crash_only, input_batches, new_app, new_outbox, raw_topic
-from streams.records import checkin_from_raw, in_progress, invalid_input, readable
+from streams.records import checkin_from_raw, in_progress
 from streams.reference import ReferenceFollower
 
 log = logging.getLogger("hadir.intake")
@@ -78,11 +77,9 @@ def build_intake_app(settings: Settings) -> faust.App:
     registry = Registry(settings.infra.registry)
     raw_codec = AvroCodec(topics.RAW, registry)
     faced = AvroCodec(topics.FACED, registry)
-    verdict_codec = AvroCodec(topics.VERDICTS, registry)
-    alert_codec = AvroCodec(topics.ALERTS, registry)
     faced_partitions = topics.partitions(topics.FACED, settings.infra)
     selfie_codec = AvroCodec(topics.SELFIES, registry)
-    dlq = DeadLetters(registry, "intake")
+    dlq = DeadLetters(registry, "intake", settings.fraud)
     raw = raw_topic(app, topics.RAW, stage_input=True)
     outbox = new_outbox(app)
 
@@ -142,7 +139,7 @@ def build_intake_app(settings: Settings) -> faust.App:
                     checkin = checkin_from_raw(record, max_offline_ms)
                     found = geo.check_fix(checkin, settings.geo)
                 except (SerdeError, InvalidCheckin) as exc:
-                    reject(event, record, f"{type(exc).__name__}: {exc}")
+                    dlq.add(outbox, event, f"{type(exc).__name__}: {exc}", record)
                     continue
                 checked.append((event, checkin, found))
             if any(c.selfie is not None and c.nip not in templates for _, c, _ in checked):
@@ -150,17 +147,6 @@ def build_intake_app(settings: Settings) -> faust.App:
             for chunk in face_chunks(checked):
                 await verify_and_forward(chunk)
             await outbox.send()  # dead letters of a batch that had nothing else to send
-
-    def reject(event: Any, record: dict[str, Any] | None, error: str) -> None:
-        """A check-in that cannot be judged: a dead letter and, where its event id and NIP
-        can be read, the REJECTED verdict (INVALID_INPUT) the ASN sees and can appeal."""
-        dlq.add(outbox, event, error, readable(record))
-        decided = invalid_input(record, error, settings.fraud, datetime.now(UTC))
-        if decided is not None:
-            verdict, alert = decided
-            outbox.add(topics.VERDICTS.name, verdict["nip"].encode(),
-                       verdict_codec.encode(verdict))
-            outbox.add(topics.ALERTS.name, alert["nip"].encode(), alert_codec.encode(alert))
 
     async def verify_and_forward(chunk: list[tuple[Any, Checkin, list[Finding]]]) -> None:
         """Verify the chunk's selfies (off the event loop), then send each check-in on."""
@@ -178,7 +164,7 @@ def build_intake_app(settings: Settings) -> faust.App:
             else:
                 result, template = next(results)
                 if isinstance(result, InvalidCheckin):
-                    reject(event, in_progress(checkin, []), f"selfie: {result}")
+                    dlq.add(outbox, event, f"selfie: {result}", in_progress(checkin, []))
                     continue
                 if template is None:
                     found.append(Finding(Reason.NO_TEMPLATE, {"nip": checkin.nip}))

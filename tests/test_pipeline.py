@@ -265,6 +265,10 @@ def test_a_check_in_the_core_stage_cannot_judge_is_a_dead_letter_of_its_own(
     assert f"(in {topics.FACED.name}[" in letter["error"]
     (kept,) = codec.decode(letter["value"])["checkins"]
     assert kept["event_id"] == broken.event_id and math.isnan(kept["lat"])
+    assert (letter["event_id"], letter["nip"]) == (broken.event_id, nip)
+    # the ASN is told why on the phone, and can appeal, instead of a silent TK day
+    verdict = pipe.verdicts([broken.event_id])[broken.event_id]
+    assert (verdict["verdict"], verdict["reasons"]) == ("REJECTED", ["INVALID_INPUT"])
 
 
 def test_a_fix_without_an_accuracy_is_reviewed(pipe: Pipeline) -> None:
