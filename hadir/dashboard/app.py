@@ -66,6 +66,7 @@ LOGINS_PER_MINUTE, LOGIN_BURST = 5.0, 5
 # The discipline page judges a whole year: computed at most every ten minutes (TK days change
 # once a day), with the time it was computed on the page.
 DISCIPLINE_CACHE_S = 600.0
+KEPT_MAX = 256  # results kept for the TPP and queue pages (per month, office and filter)
 NAV = [(Page.TODAY, "Hari ini"), (Page.ALERTS, "Peringatan"), (Page.REVIEW, "Antrian tinjauan"),
        (Page.REQUESTS, "Permohonan"), (Page.MAP, "Peta"), (Page.TPP, "TPP"),
        (Page.DISCIPLINE, "Disiplin")]
@@ -87,6 +88,7 @@ class Dashboard:
         self.logins = RateLimiter(LOGINS_PER_MINUTE, LOGIN_BURST)
         self.feeds: set[asyncio.Queue[dict[str, Any]]] = set()
         self._discipline: dict[tuple[int, str | None], tuple[float, list[Any]]] = {}
+        self._kept: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = {}
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
                                      autoescape=select_autoescape(["html"]))
 
@@ -146,6 +148,25 @@ class Dashboard:
             "Cache-Control": "no-store", "X-Frame-Options": "DENY",
             "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
                                        "style-src 'self'; script-src 'self'"})
+
+    async def kept(self, key: tuple[Any, ...], version: Callable[[], tuple[Any, ...]],
+                   compute: Callable[[], Any]) -> Any:
+        """``compute()``'s result for ``key``, computed again only when ``version()`` (a
+        cheap query of what the result is made of) has changed since."""
+        now = await run_in_threadpool(version)
+        seen, value = self._kept.get(key, (None, None))
+        if seen != now:
+            value = await run_in_threadpool(compute)
+            self._kept[key] = (now, value)
+            if len(self._kept) > KEPT_MAX:
+                self._kept.pop(next(iter(self._kept)))
+        return value
+
+    async def month_lines(self, month: date, office: str | None) -> list[reports.TppResult]:
+        last = (month + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+        return await self.kept(
+            ("tpp", month, office), lambda: data.month_version(self.settings, month, last),
+            lambda: reports.tpp(self.settings, month, office, False))
 
     def audit(self, user: User, action: str, subject: str, nip: str = "",
               office: str = "") -> None:
@@ -258,7 +279,9 @@ class Dashboard:
     async def queue(self, request: Request, user: User, session: Session) -> Response:
         office = user.office_scope(request.query_params.get("kantor"))
         rule = request.query_params.get("aturan") or None
-        found = await run_in_threadpool(review.queue, self.settings, office, rule)
+        found = await self.kept(("queue", office, rule),
+                                lambda: data.queue_version(self.settings),
+                                lambda: review.queue(self.settings, office, rule))
         return self.render(request, "queue.html", user, session, queue=found, office=office,
                            rule=rule)
 
@@ -353,7 +376,7 @@ class Dashboard:
     async def tpp(self, request: Request, user: User, session: Session) -> Response:
         month = self.month(request)
         office = user.office_scope(request.query_params.get("kantor"))
-        lines = await run_in_threadpool(reports.tpp, self.settings, month, office, False)
+        lines = await self.month_lines(month, office)
         closed = month_closed(lines)
         by_office: dict[str, dict[str, int]] = {}
         for r in lines:
@@ -380,8 +403,7 @@ class Dashboard:
             raise Denied("Format unduhan tidak dikenal.")
         month = self.month(request)
         office = user.office_scope(request.query_params.get("kantor"))
-        lines = await run_in_threadpool(reports.tpp, self.settings, month, office, False)
-        rows = [r.as_row() for r in lines]
+        rows = [r.as_row() for r in await self.month_lines(month, office)]
         name = f"tpp-{month:%Y-%m}{'-' + office if office else ''}.{kind}"
         await run_in_threadpool(self.audit, user, f"EXPORT_{kind.upper()}", name, "",
                                 office or "")

@@ -45,6 +45,28 @@ def rows(settings: Settings, sql: str, params: dict[str, Any] | None = None
     return query(settings.infra, sql, params)
 
 
+def month_version(settings: Settings, first: date, last: date) -> tuple[Any, ...]:
+    """What a month's TPP is made of, in a few numbers: they change whenever a verdict, a
+    decision, an excuse, an employee or a month's status does (a merge that drops old
+    versions changes them too, which only costs a recomputation)."""
+    found = query(settings.infra, (
+        "SELECT (SELECT (count(), sum(version)) FROM checkins WHERE local_date >= %(f)s "
+        "AND local_date <= %(l)s) AS checkins, (SELECT (count(), max(decided_at_ms)) "
+        "FROM decisions) AS decisions, (SELECT (count(), sum(version)) FROM excuses) AS e, "
+        "(SELECT (count(), sum(version)) FROM employees) AS p, "
+        "(SELECT (count(), sum(version)) FROM months) AS m"), {"f": first, "l": last})
+    return tuple(found[0].values())
+
+
+def queue_version(settings: Settings) -> tuple[Any, ...]:
+    """What the review queue is made of, likewise: verdicts, decisions, appeals."""
+    found = query(settings.infra, (
+        "SELECT (SELECT (count(), sum(version)) FROM checkins) AS checkins, "
+        "(SELECT (count(), max(decided_at_ms)) FROM decisions) AS decisions, "
+        "(SELECT (count(), sum(version)) FROM appeals) AS appeals"))
+    return tuple(found[0].values())
+
+
 def offices(settings: Settings) -> list[dict[str, Any]]:
     out = rows(settings, "SELECT office_id, name, geometry FROM offices FINAL "
                          "WHERE deleted = 0 ORDER BY office_id")
