@@ -44,6 +44,7 @@ from hadir.kafka_io import publish
 from hadir.ratelimit import RateLimiter
 from hadir.secrets import local_secret
 from hadir.serde import AvroCodec, Registry
+from hadir.serving import serve as serve_app
 from processors.accounts import (
     Denied,
     Page,
@@ -524,12 +525,5 @@ def create_app(settings: Settings) -> Starlette:
 
 
 def serve(settings: Settings) -> int:
-    import uvicorn
-
     d = settings.dashboard
-    server = uvicorn.Server(uvicorn.Config(
-        create_app(settings), host=d.host, port=d.port, loop="uvloop", http="httptools",
-        lifespan="on", access_log=False, server_header=False,
-        ssl_certfile=d.tls_cert or None, ssl_keyfile=d.tls_key or None))
-    server.run()
-    return 0 if server.started else 1
+    return serve_app(create_app(settings), d.host, d.port, d.tls_cert, d.tls_key)
