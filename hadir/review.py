@@ -194,7 +194,7 @@ def requests(settings: Settings, status: str | None = "PENDING",
     return rows
 
 
-def _request(settings: Settings, request_id: str) -> ExcuseRequest:
+def request(settings: Settings, request_id: str) -> ExcuseRequest:
     found = _rows(settings, "SELECT * FROM excuse_requests FINAL WHERE request_id = %(r)s",
                   {"r": request_id})
     if not found:
@@ -216,17 +216,17 @@ def decide_excuse(settings: Settings, request_id: str, approve: bool, by: str,
                   now: datetime | None = None) -> dict[str, Any]:
     """Approve or reject a pending request; an approval also publishes the Excuse, so the
     stream and the reports see it at once. Refused when it would change a closed month."""
-    request = _request(settings, request_id)
-    decided = decide_request(request, approve, by, now or datetime.now(UTC))
+    pending = request(settings, request_id)
+    decided = decide_request(pending, approve, by, now or datetime.now(UTC))
     if approve:
-        refuse_closed(closed_months(settings), months_between(request.date_from,
-                                                              request.date_to),
+        refuse_closed(closed_months(settings), months_between(pending.date_from,
+                                                              pending.date_to),
                       f"approving {request_id}")
         publish(settings, topics.EXCUSES, [(
-            f"{request.nip}|{request.date_from.isoformat()}|{request.kind.value}",
-            {"nip": request.nip, "date_from": request.date_from.isoformat(),
-             "date_to": request.date_to.isoformat(), "kind": request.kind.value})])
-    publish(settings, topics.EXCUSE_REQUESTS, [(request.nip, request_record(decided))])
+            f"{pending.nip}|{pending.date_from.isoformat()}|{pending.kind.value}",
+            {"nip": pending.nip, "date_from": pending.date_from.isoformat(),
+             "date_to": pending.date_to.isoformat(), "kind": pending.kind.value})])
+    publish(settings, topics.EXCUSE_REQUESTS, [(pending.nip, request_record(decided))])
     wait_stored(settings, "SELECT 1 FROM excuse_requests FINAL WHERE request_id = %(r)s "
                           "AND status = %(s)s", {"r": request_id, "s": decided.status.value})
     return {"request_id": request_id, "status": decided.status.value, "decided_by":

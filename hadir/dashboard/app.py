@@ -352,11 +352,14 @@ class Dashboard:
         form = await request.form()
         if not csrf_valid(self.key, session, str(form.get("csrf", ""))):
             raise Denied("Formulir kedaluwarsa; muat ulang halaman.")
-        pending = await run_in_threadpool(review.requests, self.settings, None, None)
-        found = next((r for r in pending if r["request_id"] == request_id), None)
-        if found is None:
-            raise Denied("Permohonan tidak ditemukan.")
-        user.office_scope(found["office_id"])
+        try:
+            pending = await run_in_threadpool(review.request, self.settings, request_id)
+        except ReviewError:
+            raise Denied("Permohonan tidak ditemukan.") from None
+        person = await run_in_threadpool(data.employee, self.settings, pending.nip)
+        if person is None:
+            raise Denied("Pegawai tidak ditemukan.")
+        user.office_scope(person["office_id"])
         try:
             await run_in_threadpool(review.decide_excuse, self.settings, request_id,
                                     form.get("keputusan") == "APPROVE", user.username)
