@@ -49,7 +49,12 @@ PAGES: dict[Role, frozenset[Page]] = {
 
 
 class Denied(Exception):
-    """What the signed-in user may not see or do; the message is for them (Bahasa)."""
+    """What the signed-in user may not see or do (403, or 503 for a refusal that is only for
+    now); the message is for them (Bahasa)."""
+
+    def __init__(self, message: str, status: int = 403) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)

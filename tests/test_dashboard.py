@@ -276,3 +276,36 @@ def test_selfies_and_exports_are_logged(world: World) -> None:
     head = _http(settings, "kepala")  # an office head sees no selfie, not even their office's
     assert head.get(f"{_url(settings)}/swafoto/{world.with_selfie}", allow_redirects=False,
                     timeout=30).status_code == 403
+
+
+def test_an_office_head_decides_their_offices_requests_only(world: World) -> None:
+    settings = world.pipe.settings
+    now = datetime.now(UTC)
+    ids = {}
+    for nip in (world.absent, world.elsewhere):
+        ids[nip] = str(uuid.uuid4())
+        world.pipe.publish(topics.EXCUSE_REQUESTS, nip, {
+            "request_id": ids[nip], "nip": nip, "kind": "SAKIT",
+            "date_from": world.day.isoformat(), "date_to": world.day.isoformat(),
+            "note": "demam", "submitted_at": now, "status": "PENDING", "decided_by": "",
+            "decided_at": None})
+    head = _http(settings, "kepala")
+
+    def page() -> str:
+        return head.get(f"{_url(settings)}/permohonan", timeout=30).text
+
+    assert wait_until(lambda: ids[world.absent] in page(), 30)
+    assert ids[world.elsewhere] not in page()  # another office's request is not listed
+    token = re.search(r'name="csrf" value="([^"]+)"', page())
+    assert token is not None
+    other = head.post(f"{_url(settings)}/permohonan/{ids[world.elsewhere]}",
+                      data={"csrf": token[1], "keputusan": "APPROVE"}, allow_redirects=False,
+                      timeout=30)
+    assert other.status_code == 403  # nor can it be decided by URL
+    mine = head.post(f"{_url(settings)}/permohonan/{ids[world.absent]}",
+                     data={"csrf": token[1], "keputusan": "APPROVE"}, allow_redirects=False,
+                     timeout=60)
+    assert mine.status_code == 303 and "tersimpan" in mine.headers["location"]
+    status = world.pipe.rows("SELECT status, decided_by FROM excuse_requests FINAL "
+                             "WHERE request_id = %(r)s", {"r": ids[world.absent]})
+    assert status == [("APPROVED", "kepala")]

@@ -40,7 +40,7 @@ from starlette.staticfiles import StaticFiles
 from hadir import reports, review, topics
 from hadir.config import Settings
 from hadir.dashboard import data, maps
-from hadir.kafka_io import publish
+from hadir.gateway.publisher import Publisher, Unavailable
 from hadir.ratelimit import RateLimiter
 from hadir.secrets import local_secret
 from hadir.serde import AvroCodec, Registry
@@ -67,6 +67,7 @@ LOGINS_PER_MINUTE, LOGIN_BURST = 5.0, 5
 # The discipline page judges a whole year: computed at most every ten minutes (TK days change
 # once a day), with the time it was computed on the page.
 DISCIPLINE_CACHE_S = 600.0
+AUDIT_TIMEOUT_S = 5.0  # an access-log entry Kafka has not acknowledged by then: 503
 KEPT_MAX = 256  # results kept for the TPP and queue pages (per month, office and filter)
 NAV = [(Page.TODAY, "Hari ini"), (Page.ALERTS, "Peringatan"), (Page.REVIEW, "Antrian tinjauan"),
        (Page.REQUESTS, "Permohonan"), (Page.MAP, "Peta"), (Page.TPP, "TPP"),
@@ -88,6 +89,7 @@ class Dashboard:
         self.users: dict[str, User] = {}
         self.logins = RateLimiter(LOGINS_PER_MINUTE, LOGIN_BURST)
         self.feeds: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.publisher: Publisher | None = None  # the access log's, started with the app
         self._discipline: dict[tuple[int, str | None], tuple[float, list[Any]]] = {}
         self._kept: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = {}
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
@@ -105,6 +107,8 @@ class Dashboard:
 
     async def follow(self) -> list[asyncio.Task[None]]:
         registry = Registry(self.settings.infra.registry)
+        self.access_codec = AvroCodec(topics.ACCESS_LOG, registry)
+        self.publisher = Publisher(self.settings.infra.bootstrap, AUDIT_TIMEOUT_S)
         users = ReferenceFollower(self.settings.infra.bootstrap,
                                   {topics.USERS.name: AvroCodec(topics.USERS, registry)},
                                   {topics.USERS.name: self._on_user})
@@ -169,12 +173,21 @@ class Dashboard:
             ("tpp", month, office), lambda: data.month_version(self.settings, month, last),
             lambda: reports.tpp(self.settings, month, office, False))
 
-    def audit(self, user: User, action: str, subject: str, nip: str = "",
-              office: str = "") -> None:
-        publish(self.settings, topics.ACCESS_LOG, [(user.username, {
-            "entry_id": str(uuid.uuid4()), "at": datetime.now(UTC), "username": user.username,
-            "role": user.role.value, "action": action, "subject": subject, "nip": nip,
-            "office_id": office})])
+    async def audit(self, user: User, action: str, subject: str, nip: str = "",
+                    office: str = "") -> None:
+        """Log who sees personal data, before they see it: Denied (503) if Kafka cannot
+        acknowledge the entry, so nothing is shown that is not logged."""
+        assert self.publisher is not None
+        try:
+            await self.publisher.send(topics.ACCESS_LOG.name, user.username.encode(),
+                                      self.access_codec.encode({
+                                          "entry_id": str(uuid.uuid4()), "at": datetime.now(UTC),
+                                          "username": user.username, "role": user.role.value,
+                                          "action": action, "subject": subject, "nip": nip,
+                                          "office_id": office}))
+        except Unavailable:
+            raise Denied("Akses tidak dapat dicatat saat ini; coba lagi sebentar lagi.",
+                         503) from None
 
     def day(self, request: Request) -> date:
         text = request.query_params.get("tanggal")
@@ -336,8 +349,7 @@ class Dashboard:
                                         event_id)
         if image is None:
             return PlainTextResponse("Swafoto sudah tidak disimpan.", 404)
-        await run_in_threadpool(self.audit, user, "VIEW_SELFIE", event_id, found["nip"],
-                                found["office_id"])
+        await self.audit(user, "VIEW_SELFIE", event_id, found["nip"], found["office_id"])
         kind = "image/png" if image.startswith(b"\x89PNG") else "image/jpeg"
         return Response(image, media_type=kind, headers={"Cache-Control": "no-store"})
 
@@ -409,8 +421,7 @@ class Dashboard:
         office = user.office_scope(request.query_params.get("kantor"))
         rows = [r.as_row() for r in await self.month_lines(month, office)]
         name = f"tpp-{month:%Y-%m}{'-' + office if office else ''}.{kind}"
-        await run_in_threadpool(self.audit, user, f"EXPORT_{kind.upper()}", name, "",
-                                office or "")
+        await self.audit(user, f"EXPORT_{kind.upper()}", name, "", office or "")
         headers = {"Content-Disposition": f'attachment; filename="{name}"',
                    "Cache-Control": "no-store"}
         if kind == "csv":
@@ -476,7 +487,7 @@ def create_app(settings: Settings) -> Starlette:
             except SignIn:
                 response = RedirectResponse("/login", 303)
             except Denied as exc:
-                response = board.render(request, "denied.html", None, None, 403,
+                response = board.render(request, "denied.html", None, None, exc.status,
                                         reason=str(exc))
             # the server's own time, for `hadir bench --only dashboard` and browsers' tools
             response.headers["Server-Timing"] = \
@@ -492,6 +503,8 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             for task in tasks:
                 task.cancel()
+            if board.publisher is not None:
+                board.publisher.close()
 
     async def health(_request: Request) -> Response:
         return PlainTextResponse("ok")
