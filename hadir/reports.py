@@ -32,6 +32,7 @@ from processors.attendance import (
     longest_tk_streaks,
     tpp_lines,
 )
+from processors.review import STANDING_SQL
 from sinks.connection import connect
 
 TPP_COLUMNS = ["nip", "name", "office_id", "working_days", "present_days", "excused_days",
@@ -110,7 +111,7 @@ def _times(client: Any, nips: list[str], dates: list[date],
         "FROM checkins FINAL WHERE local_date >= %(first)s AND local_date <= %(last)s"
         + (" AND nip IN %(nips)s" if subset else "") + ") "
         # the newest reviewer decision of each check-in (processors/review.py `counts`)
-        "ANY LEFT JOIN (SELECT event_id, argMax(decision, decided_at_ms) AS decision "
+        f"ANY LEFT JOIN (SELECT event_id, {STANDING_SQL} AS decision "
         "FROM decisions FINAL GROUP BY event_id) USING event_id "
         "WHERE decision = 'CLEAR' OR (decision != 'CONFIRM' AND verdict IN %(counted)s) "
         "GROUP BY nip, local_date) GROUP BY nip",

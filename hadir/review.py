@@ -17,6 +17,7 @@ from hadir.config import Settings
 from hadir.kafka_io import publish
 from processors.attendance import ExcuseKind
 from processors.review import (
+    STANDING_SQL,
     Decision,
     DecisionKind,
     ExcuseRequest,
@@ -62,7 +63,7 @@ def closed_months(settings: Settings) -> set[str]:
 # --- reviewer decisions ------------------------------------------------------------------
 
 
-_DECISIONS = ("SELECT event_id, argMax(decision, decided_at_ms) AS decision "
+_DECISIONS = (f"SELECT event_id, {STANDING_SQL} AS decision "
               "FROM decisions FINAL GROUP BY event_id")
 
 

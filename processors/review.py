@@ -63,6 +63,10 @@ def standing(decisions: list[Decision]) -> Decision | None:
     return max(decisions, key=lambda d: (d.decided_at, d.decision_id), default=None)
 
 
+# The same rule in ClickHouse, over the decisions table, for every query that reads it.
+STANDING_SQL = "argMax(decision, (decided_at_ms, decision_id))"
+
+
 def check_note(note: str) -> str:
     if len(note) > NOTE_MAX:
         raise ReviewError(f"note: at most {NOTE_MAX} characters, got {len(note)}")

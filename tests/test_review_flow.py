@@ -17,7 +17,7 @@ from hadir import deadletters, devices, reports, review, topics, workers
 from hadir.infra.process import wait_until
 from hadir.phone import Phone, gateway_url
 from processors.attendance import WorkCalendar
-from processors.review import Decision, DecisionKind, ReviewError
+from processors.review import Decision, DecisionKind, ReviewError, standing
 from tests.paths import FACES
 from tests.pipeline_helpers import OFFICE, Pipeline, selfie
 
@@ -252,3 +252,22 @@ def test_a_dead_lettered_check_in_gets_a_verdict_and_can_be_sent_again(pipe: Pip
     out = deadletters.replay(pipe.settings, {event_id, "not-dead-lettered"})
     assert out["republished"] == [event_id] and out["not_found"] == ["not-dead-lettered"]
     assert wait_until(lambda: len(listed()) == 2, 60)  # the same bytes failed the same way
+
+
+def test_decisions_of_the_same_millisecond_stand_as_the_rule_says(pipe: Pipeline) -> None:
+    """Ties on decided_at go to the larger decision id, in ClickHouse as in `standing`."""
+    month = date(2031, 9, 1)
+    [day] = _working_days(pipe, month, 1)
+    nip = pipe.employee(photo=ME, office_id=_office(pipe))
+    event_id = _day(pipe, nip, day, False)[0]
+    pipe.verdicts([event_id])
+    t = datetime.now(UTC).replace(microsecond=0)
+    tied = [Decision(f"{n:08x}-0000-4000-8000-000000000000", event_id, "", kind, "x", "", t)
+            for n, kind in ((0xFFFFFFFF, DecisionKind.CONFIRM), (1, DecisionKind.CLEAR))]
+    assert review.publish_decisions(pipe.settings, tied) == (2, [])
+    standing_now = standing(tied)
+    assert standing_now is not None and standing_now.decision is DecisionKind.CONFIRM
+    status = pipe.rows("SELECT decision, counted FROM v_checkin_status WHERE event_id = %(e)s",
+                       {"e": event_id})
+    assert status == [("CONFIRM", 0)]
+    assert [h["decision"] for h in review.history(pipe.settings, event_id)][-1] == "CONFIRM"

@@ -15,6 +15,7 @@ from hadir import reports, topics
 from hadir.config import Settings
 from hadir.serde import AvroCodec, Registry, SerdeError
 from processors.attendance import WorkCalendar
+from processors.review import STANDING_SQL
 from sinks.connection import rows as query
 
 _WORST = {"ACCEPTED": 0, "REVIEW": 1, "REJECTED": 2}
@@ -28,7 +29,7 @@ def _with_decisions(checkins: str, columns: str) -> str:
     a WHERE through the v_checkin_status view's join, and would read every check-in."""
     return (f"SELECT {columns}, decision, (decision = 'CLEAR') OR (decision != 'CONFIRM' "
             f"AND verdict IN ('ACCEPTED', 'REVIEW')) AS counted FROM ({checkins}) "
-            "ANY LEFT JOIN (SELECT event_id, argMax(decision, decided_at_ms) AS decision "
+            f"ANY LEFT JOIN (SELECT event_id, {STANDING_SQL} AS decision "
             f"FROM decisions WHERE event_id IN (SELECT event_id FROM ({checkins})) "
             "GROUP BY event_id) USING event_id")
 

@@ -62,7 +62,7 @@ from hadir.review import request_record
 from hadir.serde import AvroCodec, Registry
 from processors.attendance import ExcuseKind
 from processors.devices import Activation, DeviceKey, Directory, Refused
-from processors.review import ExcuseRequest, ReviewError
+from processors.review import STANDING_SQL, ExcuseRequest, ReviewError
 from sinks.connection import connect
 from streams.reference import ReferenceFollower
 
@@ -289,7 +289,7 @@ class Edge:
             {"nip": nip, "e": event_id})
         if not rows:
             return None
-        decided = client.execute("SELECT argMax(decision, decided_at_ms) FROM decisions "
+        decided = client.execute(f"SELECT {STANDING_SQL} FROM decisions "
                                  "WHERE event_id = %(e)s HAVING count() > 0", {"e": event_id})
         return rows[0][0], list(rows[0][1]), decided[0][0] if decided else None
 

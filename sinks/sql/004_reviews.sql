@@ -1,7 +1,8 @@
 -- What people decide about what Hadir found (the review workflow), from their topics.
 
 -- Every reviewer decision (the topic is compacted by event_id; this keeps the history).
--- The newest by decided_at_ms stands: argMax(decision, decided_at_ms) per event_id.
+-- The newest by decided_at_ms stands (ties: the larger decision_id), as processors/review.py
+-- `standing` and STANDING_SQL say.
 CREATE TABLE IF NOT EXISTS {db}.decisions (
     decision_id String,
     event_id String,
@@ -97,8 +98,8 @@ SELECT event_id, nip, office_id, type, server_time, local_date, verdict, reasons
            AS counted
 FROM (SELECT * FROM {db}.checkins FINAL) AS c
 ANY LEFT JOIN (
-    SELECT event_id, argMax(decision, decided_at_ms) AS decision,
-           argMax(reviewer, decided_at_ms) AS reviewer,
-           argMax(decided_at, decided_at_ms) AS decided_at
+    SELECT event_id, argMax(decision, (decided_at_ms, decision_id)) AS decision,
+           argMax(reviewer, (decided_at_ms, decision_id)) AS reviewer,
+           argMax(decided_at, (decided_at_ms, decision_id)) AS decided_at
     FROM {db}.decisions FINAL GROUP BY event_id
 ) AS d USING event_id;
