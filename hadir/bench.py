@@ -48,6 +48,7 @@ from tqdm import tqdm
 from hadir import faces, topics, workers
 from hadir.bench_dashboard import bench_dashboard
 from hadir.bench_gateway import bench_gateway
+from hadir.bench_geo import bench_geo
 from hadir.config import REPO_ROOT, Settings
 from hadir.generate import SelfieCamera, identities, load_photo, make_nip
 from hadir.infra import stack
@@ -55,7 +56,6 @@ from hadir.infra.process import process_cpu_s, threads_cpu_s
 from hadir.measure import own_cpu_s, percentiles
 from hadir.output import emit, to_json
 from hadir.serde import AvroCodec, Registry
-from processors.geo import bench_geo
 
 FACES_DIR = REPO_ROOT.parent / "shared" / "faces" / "deepface"
 LIVENESS_DIR = REPO_ROOT.parent / "shared" / "models" / "liveness"
@@ -328,8 +328,8 @@ def _floor_process(settings: Settings, topic: str, events: int, results: Any) ->
     clocks start once that batch is in, so it is not counted) up to the last record."""
     import faust
 
-    from streams.app import BATCH_WAIT_S, new_app, raw_topic
     from streams.intake import BATCH
+    from streams.stage import BATCH_WAIT_S, new_app, raw_topic
 
     app = new_app(f"hadir-bench-floor-{uuid.uuid4().hex[:8]}", settings)
     app.conf.datadir.parent.mkdir(parents=True, exist_ok=True)
@@ -663,7 +663,7 @@ def _bench_face(settings: Settings, progress: bool) -> dict[str, Any]:
     """Per-step costs with liveness off and on, then the face stage's throughput on this
     machine: selfies per second through ``verify_many`` in 1, 2, 4 ... worker processes (as
     ``hadir run --intake N`` runs them), on ``face.device`` (``HADIR_FACE_DEVICE``)."""
-    from processors.face import bench_face
+    from hadir.bench_face import bench_face
 
     with_liveness = (dataclasses.replace(settings, face=dataclasses.replace(
         settings.face, liveness_dir=str(LIVENESS_DIR)))
@@ -688,7 +688,7 @@ def _bench_face(settings: Settings, progress: bool) -> dict[str, Any]:
 def _face_process(settings: Settings, threads: int, batch: int, seconds: float,
                   selfies: list[bytes] | None, go: Any, results: Any) -> None:
     """One face worker of :func:`face_throughput`: verify_many on batches until time is up."""
-    from processors.face import decode_image
+    from processors.images import decode_image
 
     verifier = faces.verifier(settings, threads=threads)
     if selfies is None:

@@ -512,8 +512,9 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from hadir.scenario import ScenarioError
     from hadir.serde import RegistryError, SerdeError
     from processors.events import InvalidCheckin
-    from processors.face import EnrollmentError, FaceModelError, TemplateError
+    from processors.face import EnrollmentError, FaceModelError
     from processors.review import ReviewError
+    from processors.templates import TemplateError
 
     return (ConfigError, InfraError, ScenarioError, RegistryError, SerdeError, InvalidCheckin,
             FaceModelError, EnrollmentError, TemplateError, FileNotFoundError, PermissionError,

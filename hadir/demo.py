@@ -150,14 +150,12 @@ def review_round(settings: Settings, folder: Path,
 
 def seen_selfies(settings: Settings) -> list[str]:
     """The perceptual hashes of every selfie the stack has judged (the intake's replay index,
-    ``h:<hash>`` entries of its compacted topic)."""
+    the entries of its compacted topic)."""
     codec = AvroCodec(topics.SELFIES, Registry(settings.infra.registry))
     hashes = set()
     for msg in topics.read_to_end(settings.infra, topics.SELFIES, "hadir-demo-selfies"):
         if msg.value() is not None:
-            entry = codec.decode(msg.value())["entry"]
-            if entry.startswith("h:"):
-                hashes.add(entry[2:])
+            hashes.add(codec.decode(msg.value())["entry"])
     return sorted(hashes)
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from hadir import topics
 from hadir.config import Settings
-from processors.face import FaceVerifier, Template, TemplateCipher
+from processors.face import FaceVerifier
+from processors.templates import Template, TemplateCipher
 
 
 def verifier(settings: Settings, threads: int | None = None) -> FaceVerifier:

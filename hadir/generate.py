@@ -32,7 +32,8 @@ from PIL import Image
 
 from processors.attendance import AttendancePolicy, WorkCalendar
 from processors.events import InvalidCheckin
-from processors.face import EnrollmentError, FaceVerifier, perceptual_hash
+from processors.face import EnrollmentError, FaceVerifier
+from processors.images import perceptual_hash
 
 # (office_id, name, lat, lon): approximate locations in Kabupaten Bangka Tengah.
 OFFICES: tuple[tuple[str, str, float, float], ...] = (

@@ -37,7 +37,8 @@ from hadir.phone import checkin_body, gateway_url
 from hadir.queries import event_ids
 from hadir.scenario import Event, Scenario, ScenarioError, load
 from hadir.serde import AvroCodec, Registry, SerdeError
-from processors.face import EnrollmentError, Template
+from processors.face import EnrollmentError
+from processors.templates import Template
 from sinks.connection import connect
 
 

@@ -19,7 +19,7 @@ import hashlib
 import importlib.util
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -343,3 +343,19 @@ def load_insightface_pack(folder: Path, providers: Providers = CPU) -> Insightfa
                                                ("an ArcFace recognizer", recognizer)) if m is None)
         raise FaceModelError(f"insightface model pack {folder} lacks {missing} (.onnx)")
     return InsightfacePack(detector, recognizer, sha256_file(recognizer_file)[:16])
+
+
+EMBED_BATCH = 32  # images per recognizer and liveness call
+
+
+def in_batches(model: Callable[[list[np.ndarray]], np.ndarray], images: list[np.ndarray],
+                fixed: bool) -> np.ndarray:
+    """``model``'s output rows for same-sized ``images``, run :data:`EMBED_BATCH` at a time;
+    when ``fixed``, every batch is filled up to that size with black images (a GPU session then
+    sees one shape; see :class:`YuNet`) and their rows are dropped."""
+    out = []
+    for start in range(0, len(images), EMBED_BATCH):
+        batch = images[start:start + EMBED_BATCH]
+        filler = [np.zeros_like(batch[0])] * (EMBED_BATCH - len(batch)) if fixed else []
+        out.append(model(batch + filler)[:len(batch)])
+    return np.concatenate(out)

@@ -27,7 +27,7 @@ from hadir.config import Settings
 from hadir.serde import AvroCodec, Registry, SerdeError, schema_text
 from sinks.connection import connect
 from sinks.frames import FrameDecoder
-from streams.records import dead_letter
+from streams.deadletters import DeadLetters
 
 log = logging.getLogger("hadir.sink")
 
@@ -249,6 +249,29 @@ def mappings(settings: Settings) -> list[Mapping]:
     return [*_event_mappings(settings.attendance.timezone), *_record_mappings()]
 
 
+class _Delivered:
+    """Sends through the sink's producer, and sends again what Kafka refused until
+    :meth:`deliver` sees everything acknowledged."""
+
+    def __init__(self, producer: Any) -> None:
+        self.producer = producer
+        self.refused: list[tuple[str, bytes | None, bytes]] = []
+
+    def add(self, topic: str, key: bytes | None, value: bytes) -> None:
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                self.refused.append((topic, key, value))
+        self.producer.produce(topic, value, key=key, on_delivery=delivered)
+
+    def deliver(self, timeout_s: float) -> None:
+        again, self.refused = self.refused, []
+        for record in again:
+            self.add(*record)
+        left = self.producer.flush(timeout_s)
+        if left or self.refused:
+            raise RuntimeError(f"{left + len(self.refused)} dead letters not delivered")
+
+
 class ClickHouseSink:
     """Run with :meth:`run`; stop by setting ``stopping`` (signal handler), ``max_idle_s`` or
     ``until_rows``. ``tables`` and ``group_id`` default to Hadir's topics and group; the
@@ -267,7 +290,8 @@ class ClickHouseSink:
                        for name, m in self.mappings.items()}
         self.decoders = {name: FrameDecoder(json.loads(schema_text(m.topic.schema)))
                          for name, m in self.mappings.items() if isinstance(m, EventMapping)}
-        self.dlq = AvroCodec(topics.DLQ, registry)
+        # The sink's input is Hadir's own output: its dead letters never become verdicts.
+        self.dead_letters = DeadLetters(registry, "clickhouse-sink", None)
         self.consumer = Consumer({
             "bootstrap.servers": infra.bootstrap, "group.id": group_id,
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
@@ -278,7 +302,7 @@ class ClickHouseSink:
                                   "message.max.bytes": 4_194_304})  # the brokers' limit
         self.client = connect(infra)
         self.batch = _Batch()
-        self.undelivered: list[bytes] = []  # dead letters Kafka refused; sent again
+        self.refused = _Delivered(self.producer)
         self.held: list[Any] = []  # fetched while a flush waited; they start the next batch
         self.stopping = False
         self.rows_written = 0
@@ -286,25 +310,12 @@ class ClickHouseSink:
         self.last_commit_at: float | None = None
 
     def _dead_letter(self, msg: Any, error: str) -> None:
-        log.warning("dead letter from %s@%s: %s", msg.topic(), msg.offset(), error)
-        record = dead_letter(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
-                             error, "clickhouse-sink")
-        self._send_dead_letter(self.dlq.encode(record))
-
-    def _send_dead_letter(self, value: bytes) -> None:
-        def delivered(err: Any, _msg: Any) -> None:
-            if err is not None:
-                self.undelivered.append(value)
-        self.producer.produce(topics.DLQ.name, value, on_delivery=delivered)
+        self.dead_letters.write(self.refused, msg.topic(), msg.partition(), msg.offset(),
+                                msg.key(), msg.value(), error)
 
     def _deliver_dead_letters(self) -> None:
         """Every dead letter of the batch is on Kafka (its source offset may be committed)."""
-        again, self.undelivered = self.undelivered, []
-        for value in again:
-            self._send_dead_letter(value)
-        left = self.producer.flush(5)
-        if left or self.undelivered:
-            raise RuntimeError(f"{left + len(self.undelivered)} dead letters not delivered")
+        self.refused.deliver(5.0)
 
     def _add_record(self, mapping: RecordMapping, msg: Any) -> None:
         try:

@@ -67,12 +67,8 @@ _UNTRUSTED_FIX = {Reason.MOCK_LOCATION.value, Reason.IMPOSSIBLE_TRAVEL.value}
 
 
 def _fixes(state: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The NIP's recent trusted fixes, oldest first (state written before 2026-12 held one)."""
-    if not state:
-        return []
-    if "fixes" in state:
-        return list(state["fixes"])
-    return [state["fix"]] if state.get("fix") else []
+    """The NIP's recent trusted fixes, oldest first."""
+    return list(state["fixes"]) if state else []
 
 
 def _as_fix(f: dict[str, Any] | None) -> Fix | None:

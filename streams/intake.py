@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -21,12 +22,17 @@ from hadir.config import Settings
 from hadir.serde import AvroCodec, Registry, SerdeError
 from processors import geo
 from processors.events import Checkin, Finding, InvalidCheckin, Reason
-from processors.face import FaceResult, FaceVerifier, ReplayIndex, TemplateError
-from streams.app import DeadLetters, crash_only, input_batches, new_app, new_outbox, raw_topic
+from processors.face import FaceResult, FaceVerifier
+from processors.replay_index import ReplayIndex
+from processors.templates import TemplateError
+from streams.deadletters import DeadLetters, Undecodable, decoded
 from streams.records import checkin_from_raw, in_progress
 from streams.reference import ReferenceFollower
+from streams.stage import crash_only, input_batches, new_app, new_outbox, raw_topic
 
 log = logging.getLogger("hadir.intake")
+
+_PHASH = re.compile(r"[0-9a-f]{16}")
 
 BATCH = 500  # check-ins taken together from the raw topic
 FACE_BATCH = 64  # selfies verified together; their outputs are sent before the next ones
@@ -90,8 +96,7 @@ def build_intake_app(settings: Settings) -> faust.App:
                     "(HADIR_FACE_LIVENESS_DIR); SPOOF is never raised")
     templates: dict[str, np.ndarray] = {}
     replay = ReplayIndex(settings.face.replay_max_hamming, publish=lambda phash, first: outbox.add(
-        topics.SELFIES.name, f"h:{phash}".encode(),
-        selfie_codec.encode({"entry": f"h:{phash}", "value": first})))
+        topics.SELFIES.name, phash.encode(), selfie_codec.encode({"entry": phash, "value": first})))
 
     def on_template(key: bytes | None, value: dict[str, Any] | None) -> None:
         nip = (key or b"").decode()
@@ -109,9 +114,13 @@ def build_intake_app(settings: Settings) -> faust.App:
             log.error("face template under key %s cannot be used: %s", nip, exc)
 
     def on_selfie(_key: bytes | None, value: dict[str, Any] | None) -> None:
-        # Entries of other kinds (band lists written before 2026-12) are derived locally now.
-        if value is not None and value["entry"].startswith("h:"):
-            replay.learn(value["entry"][2:], value["value"])
+        if value is None:
+            return
+        if _PHASH.fullmatch(value["entry"]) is None:  # a reference record is input too
+            log.error("selfie index entry %.40r is not a perceptual hash; ignored",
+                      value["entry"])
+            return
+        replay.learn(value["entry"], value["value"])
 
     follower = ReferenceFollower(settings.infra.bootstrap, {
         topics.FACES.name: AvroCodec(topics.FACES, registry),
@@ -129,19 +138,20 @@ def build_intake_app(settings: Settings) -> faust.App:
         await follower.ready.wait()
         await crash_only(batches(stream), "intake stage")
 
+    def checked_fix(value: bytes) -> tuple[Checkin, list[Finding]]:
+        """The check-in of a raw record and what its GPS fix alone says."""
+        record = None
+        try:
+            record = raw_codec.decode(value)
+            checkin = checkin_from_raw(record, max_offline_ms)
+            return checkin, geo.check_fix(checkin, settings.geo)
+        except (SerdeError, InvalidCheckin) as exc:
+            raise Undecodable(f"{type(exc).__name__}: {exc}", record) from None
+
     async def batches(stream: Any) -> None:
         async for events in input_batches(app, stream, BATCH):
-            checked: list[tuple[Any, Checkin, list[Finding]]] = []
-            for event in events:
-                record = None
-                try:
-                    record = raw_codec.decode(event.value)
-                    checkin = checkin_from_raw(record, max_offline_ms)
-                    found = geo.check_fix(checkin, settings.geo)
-                except (SerdeError, InvalidCheckin) as exc:
-                    dlq.add(outbox, event, f"{type(exc).__name__}: {exc}", record)
-                    continue
-                checked.append((event, checkin, found))
+            checked = [(event, checkin, found) for event, (checkin, found)
+                       in decoded(events, checked_fix, dlq, outbox)]
             if any(c.selfie is not None and c.nip not in templates for _, c, _ in checked):
                 await follower.catch_up()
             for chunk in face_chunks(checked):

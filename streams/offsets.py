@@ -8,7 +8,7 @@ Measured in the fault tests: a worker stopped mid-load lost a run of check-ins p
 Here an offset becomes committable only after every offset before it, back to the committed
 one, went through the stage. A record that arrives after a hole is held back and the partition
 is sought back to the hole, so the missing records come again, in order, followed by the held
-ones. Plain bookkeeping, no Kafka: the stage loop (streams/app.py) feeds it.
+ones. Plain bookkeeping, no Kafka: the stage loop (streams/stage.py) feeds it.
 
 Some holes are real: a transactional producer's commit markers take offsets no consumer is
 given, and records deleted by retention leave the committed offset below the log's start.

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
         app = build_intake_app(settings)
     else:
-        from streams.app import build_core_app
+        from streams.core_app import build_core_app
 
         app = build_core_app(settings)
     worker = faust.Worker(app, loglevel="WARNING", console_port=0)
@@ -62,7 +62,7 @@ def quieter_garbage_collector() -> None:
     objects, which Python's default thresholds (a collection every 700 allocations) make the
     collector walk again and again. What the stages allocate is freed by reference counting
     (no cycles), so collections can be much rarer; the objects made while starting are moved
-    out of the collector's sight altogether. README, "Benchmarks": what it saved."""
+    out of the collector's sight altogether. docs/benchmarks.md: what it saved."""
     gc.freeze()
     gc.set_threshold(50_000, 20, 10)
 

@@ -98,16 +98,12 @@ def test_a_late_check_in_far_from_the_next_fix_names_it() -> None:
     assert "previous_event_id" not in jump
 
 
-def test_fixes_are_kept_for_a_day_and_state_from_before_is_read() -> None:
+def test_fixes_are_kept_for_a_day() -> None:
     _, state = _person(_record([]), None)
     old = state["fixes"][0]
     for hours in (10, 20, 30):
         _, state = _person(_record([], at=AT + timedelta(hours=hours)), state)
     assert [f["at"] for f in state["fixes"]] == [old["at"] + h * 3_600_000 for h in (10, 20, 30)]
-    # A person-state record written by the previous version (one "fix") still judges.
-    far = _record([], at=AT + timedelta(minutes=10), lat=KOBA[0] + 0.45)
-    reasons, _ = _person(far, {"fix": old, "recent": []})
-    assert "IMPOSSIBLE_TRAVEL" in reasons
 
 
 def test_a_mock_location_fix_is_not_kept() -> None:

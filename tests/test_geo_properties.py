@@ -14,6 +14,7 @@ from shapely.geometry import Point
 
 from processors.geo import (
     Fix,
+    Frame,
     GeofenceError,
     Geofences,
     GeoPolicy,
@@ -24,7 +25,6 @@ from processors.geo import (
     impossible_travel,
     parse_offices,
 )
-from processors.geo import _Frame as Frame
 
 KOBA = (-2.4867, 106.4103)
 M_PER_DEG_LAT = 110_580.0

@@ -61,7 +61,7 @@ def test_another_month_on_the_same_stack_takes_fresh_selfies(stack, scenario: Pa
     """The demo of a later month on a stack that judged an earlier one: its honest selfies are
     new pictures, not the earlier month's shots again (which the replay check would reject)."""
     from hadir.demo import seen_selfies
-    from processors.face import decode_image
+    from processors.images import decode_image
 
     replay.replay(stack, scenario, timeout=600, progress=False)  # a no-op if already judged
     seen = seen_selfies(stack)

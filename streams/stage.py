@@ -1,35 +1,22 @@
-"""The faust apps: topics, tables and agents that wire the processors together.
+"""The stage framework every faust worker of Hadir is built on: the app's settings, raw-bytes
+topics, the one dead-letter writer, crash-only agents, input batches with Hadir's own offset
+commits, and tables keyed like their input.
 
-Two apps, so the expensive face stage scales apart from the rest (README: "Topology")::
-
-    hadir.checkins.raw (key NIP) --[intake: decode, GPS sanity, face]--> ...faced.batches
-    hadir.internal.faced.batches (by NIP) --[person: geofence, travel, skew]--> ...bydevice.batches
-    hadir.internal.bydevice.batches (by device) --[device: shared device, verdict]--> verdicts,
-        alerts
-    anything that cannot be processed --> hadir.checkins.dlq
-
-The internal topics are batched (``hadir.topics.Topic.batched``): a record holds the check-ins
-a stage batch sends to one partition, so faust handles one record per batch and partition.
-
-Each agent takes a batch of events, computes every output, waits until Kafka has acknowledged
+Each stage takes a batch of events, computes every output, waits until Kafka has acknowledged
 the outputs, and only then writes its table: after a crash a re-delivered event is recomputed
 from the same state (same output), and a duplicate event id is dropped only once its output is
 known to be out. Input offsets are committed after the batch (at least once, see
 :func:`input_batches`); the ClickHouse sink is idempotent on event_id, so nothing is counted
-twice.
+twice. The wiring of the stages themselves is in streams/intake.py and streams/core_app.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import faust
 from aiokafka.errors import IllegalStateError
@@ -37,16 +24,12 @@ from faust.serializers.codecs import dumps
 
 from hadir import topics
 from hadir.config import Settings
-from hadir.serde import AvroCodec, Registry, SerdeError
-from processors.attendance import Excuse, ExcuseKind
+from hadir.serde import AvroCodec, SerdeError
 from processors.events import InvalidCheckin
-from processors.fraud import FraudPolicy
-from processors.geo import GeofenceError, Geofences, office_from_feature
-from streams.core import Reference, device_step, person_step, seen
+from streams.core import seen
+from streams.deadletters import DeadLetters, decoded
 from streams.offsets import Admit, OffsetLedger
 from streams.outbox import Outbox, partition_for
-from streams.records import dead_letter, invalid_input, readable
-from streams.reference import ReferenceFollower
 
 log = logging.getLogger("hadir.streams")
 
@@ -84,64 +67,6 @@ def raw_topic(app: faust.App, topic: topics.Topic, stage_input: bool = False) ->
     commits switched off: :func:`input_batches` commits it (streams/offsets.py says why)."""
     return app.topic(topic.name, key_type=bytes, value_type=bytes, key_serializer="raw",
                      value_serializer="raw", acks=not stage_input)
-
-
-class DeadLetters:
-    """The one dead-letter writer of every stage. A check-in whose event id and NIP can be
-    read also gets its verdict, REJECTED with INVALID_INPUT, and the alert: the ASN sees why
-    on the phone and can appeal, instead of a silent TK day."""
-
-    def __init__(self, registry: Registry, stage: str, policy: FraudPolicy) -> None:
-        self.codec = AvroCodec(topics.DLQ, registry)
-        self.verdicts = AvroCodec(topics.VERDICTS, registry)
-        self.alerts = AvroCodec(topics.ALERTS, registry)
-        self.stage = stage
-        self.policy = policy
-
-    def add(self, outbox: Outbox, event: Any, error: str,
-            record: dict[str, Any] | None = None) -> None:
-        """The record of ``event``, which failed; ``record``: the check-in as far as it
-        could be decoded."""
-        m = event.message
-        self._add(outbox, m.topic, m.partition, m.offset, m.key, m.value, error, record)
-
-    def add_checkin(self, outbox: Outbox, event: Any, codec: AvroCodec, n: int,
-                    error: str) -> None:
-        """Check-in ``n`` of a batched record, which failed alone: the dead letter holds that
-        check-in as the stage received it (not the whole batch, whose other check-ins have
-        their verdicts) and names where it entered Hadir, its raw-topic position; the batch
-        record's own position is added to the error."""
-        m = event.message
-        where = f"{m.topic}[{m.partition}]@{m.offset}"
-        try:
-            original = codec.decode(m.value)["checkins"][n]  # before the step changed it
-            value = codec.join([codec.encode_item(original)])
-            source = _RAW_POSITION.fullmatch(original.get("source_offset") or "")
-        except (SerdeError, KeyError, IndexError):
-            self.add(outbox, event, error)
-            return
-        if source is None:
-            self._add(outbox, m.topic, m.partition, m.offset, m.key, value, error, original)
-            return
-        self._add(outbox, source[1], int(source[2]), int(source[3]), m.key, value,
-                  f"{error} (in {where})", original)
-
-    def _add(self, outbox: Outbox, topic: str, partition: int, offset: int, key: bytes | None,
-             value: bytes | None, error: str, record: dict[str, Any] | None) -> None:
-        log.warning("dead letter %s[%d]@%d: %s", topic, partition, offset, error)
-        letter = dead_letter(topic, partition, offset, key, value, error, self.stage,
-                             readable(record))
-        outbox.add(topics.DLQ.name, None, self.codec.encode(letter))
-        decided = invalid_input(record, error, self.policy, datetime.now(UTC))
-        if decided is not None:
-            verdict, alert = decided
-            outbox.add(topics.VERDICTS.name, verdict["nip"].encode(),
-                       self.verdicts.encode(verdict))
-            outbox.add(topics.ALERTS.name, alert["nip"].encode(), self.alerts.encode(alert))
-
-
-# A check-in's source_offset as the intake wrote it: topic[partition]@offset.
-_RAW_POSITION = re.compile(r"(.+)\[(\d+)\]@(\d+)")
 
 
 async def crash_only(run: Awaitable[None], what: str) -> None:
@@ -300,16 +225,11 @@ async def keyed_batches(app: faust.App, stream: Any, table: KeyPartitionedTable,
     by later events of the same key."""
     outbox = new_outbox(app)
     async for events in input_batches(app, stream):
-        decoded = []
-        for event in events:
-            try:
-                decoded.append((event, codec.decode(event.value)["checkins"]))
-            except (SerdeError, KeyError) as exc:
-                dlq.add(outbox, event, f"{type(exc).__name__}: {exc}")
+        checkins_of = decoded(events, lambda value: codec.decode(value)["checkins"], dlq, outbox)
         if prepare is not None:
-            await prepare([record for _, checkins in decoded for record in checkins])
+            await prepare([record for _, checkins in checkins_of for record in checkins])
         overlay: dict[bytes, Any] = {}
-        for event, checkins in decoded:
+        for event, checkins in checkins_of:
             for n, record in enumerate(checkins, 1):
                 try:
                     key = record[key_field].encode()
@@ -325,110 +245,3 @@ async def keyed_batches(app: faust.App, stream: Any, table: KeyPartitionedTable,
         for key, state in overlay.items():
             table.write(outbox, key, state)
         await outbox.send()
-
-
-def build_core_app(settings: Settings) -> faust.App:
-    """The person and device stages, with their tables and the reference data they follow."""
-    app = new_app(topics.CORE_APP, settings)
-    registry = Registry(settings.infra.registry)
-    # In-progress records keep their times as epoch milliseconds (streams/records.py).
-    faced_codec = AvroCodec(topics.FACED, registry, logical_types=False)
-    forward = AvroCodec(topics.BY_DEVICE, registry, logical_types=False)
-    device_partitions = topics.partitions(topics.BY_DEVICE, settings.infra)
-    verdict_codec = AvroCodec(topics.VERDICTS, registry)
-    alert_codec = AvroCodec(topics.ALERTS, registry)
-    dlq = DeadLetters(registry, "core", settings.fraud)
-    faced = raw_topic(app, topics.FACED, stage_input=True)
-    by_device = raw_topic(app, topics.BY_DEVICE, stage_input=True)
-    tz = ZoneInfo(settings.attendance.timezone)
-
-    # Keys are the raw key bytes and the changelog is partitioned like the input topic, so each
-    # worker restores exactly the state of the partitions it owns.
-    person_state = KeyPartitionedTable.create(app, topics.PERSON_STATE, settings)
-    device_state = KeyPartitionedTable.create(app, topics.DEVICE_STATE, settings)
-
-    ref = Reference(Geofences(policy=settings.geo))
-    follower = ReferenceFollower(settings.infra.bootstrap, {
-        t.name: AvroCodec(t, registry) for t in (topics.EMPLOYEES, topics.OFFICES, topics.EXCUSES)
-    }, {
-        topics.EMPLOYEES.name: lambda k, v: _employee(ref, k, v),
-        topics.OFFICES.name: lambda k, v: _office(ref, k, v),
-        topics.EXCUSES.name: lambda k, v: _excuse(ref, k, v),
-    })
-
-    @app.task
-    async def follow_reference() -> None:
-        await follower.run()
-
-    def needs_catch_up(record: dict[str, Any]) -> bool:
-        employee = ref.employees.get(record["nip"])
-        return employee is None or employee["office_id"] not in ref.geofences
-
-    async def catch_up_once(records: list[dict[str, Any]]) -> None:
-        """One catch-up covers the batch: its check-ins were all published before it was
-        fetched. (One per check-in let a burst of unknown NIPs stall everyone's.)"""
-        if any(needs_catch_up(r) for r in records):
-            await follower.catch_up()
-
-    def person_outputs(record: dict[str, Any], state: Any, outbox: Outbox) -> Any:
-        record, new_state = person_step(record, state, ref, settings.geo, settings.fraud, tz)
-        item = forward.encode_item(record)
-        outbox.add_item(topics.BY_DEVICE.name, record["device_id"].encode(), device_partitions,
-                        item, forward.join)
-        return new_state
-
-    def device_outputs(record: dict[str, Any], state: Any, outbox: Outbox) -> Any:
-        decision, revised, new_state = device_step(record, state, settings.fraud,
-                                                   datetime.now(UTC))
-        outputs = []
-        for verdict, raised in (decision, *revised):
-            nip = verdict["nip"].encode()
-            outputs.append((topics.VERDICTS.name, nip, verdict_codec.encode(verdict)))
-            outputs.extend((topics.ALERTS.name, nip, alert_codec.encode(a)) for a in raised)
-        for topic, key, value in outputs:
-            outbox.add(topic, key, value)
-        return new_state
-
-    @app.agent(faced)
-    async def person(stream: Any) -> None:
-        await follower.ready.wait()
-        await crash_only(keyed_batches(app, stream, person_state, faced_codec, dlq, "nip",
-                                       person_outputs, catch_up_once), "person stage")
-
-    @app.agent(by_device)
-    async def device(stream: Any) -> None:
-        await crash_only(keyed_batches(app, stream, device_state, forward, dlq, "device_id",
-                                       device_outputs), "device stage")
-
-    return app
-
-
-def _employee(ref: Reference, key: bytes | None, value: dict[str, Any] | None) -> None:
-    nip = (key or b"").decode()
-    if value is None:
-        ref.employees.pop(nip, None)
-    else:
-        ref.employees[value["nip"]] = value
-
-
-def _office(ref: Reference, key: bytes | None, value: dict[str, Any] | None) -> None:
-    if value is None:
-        ref.geofences.remove((key or b"").decode())
-        return
-    feature = {"type": "Feature", "geometry": json.loads(value["geometry"]),
-               "properties": {"office_id": value["office_id"], "name": value["name"]}}
-    try:
-        ref.geofences.update(office_from_feature(feature))
-    except GeofenceError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def _excuse(ref: Reference, key: bytes | None, value: dict[str, Any] | None) -> None:
-    nip, date_from, kind = (key or b"||").decode().split("|")
-    kept = [e for e in ref.excuses.get(nip, [])
-            if not (e.date_from.isoformat() == date_from and e.kind.value == kind)]
-    if value is not None:
-        kept.append(Excuse(value["nip"], datetime.fromisoformat(value["date_from"]).date(),
-                           datetime.fromisoformat(value["date_to"]).date(),
-                           ExcuseKind(value["kind"])))
-    ref.excuses[nip] = kept
