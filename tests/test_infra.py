@@ -280,3 +280,14 @@ def test_alerts_follow_shows_alerts_as_they_are_published(stack, fmt: str) -> No
     assert row["evidence"] == {"other_nips": ["199001012015011002"]}
     assert row["event_id"] == expected["event_id"] and row["nip"] == expected["nip"]
     assert datetime.fromisoformat(row["detected_at"]) == expected["detected_at"]
+
+
+def test_docker_has_the_same_dashboard_user_as_the_local_stack() -> None:
+    """docker/ and `hadir infra up` share one definition of the read-only dashboard user."""
+    from pathlib import Path
+
+    from hadir.infra.clickhouse import docker_users_xml
+
+    shipped = Path(__file__).resolve().parents[1] / "docker" / "clickhouse" / "hadir-users.xml"
+    assert shipped.read_text() == docker_users_xml(), \
+        "regenerate it: python -m hadir.infra.clickhouse"

@@ -13,6 +13,44 @@ from hadir.config import InfraSettings
 from hadir.infra.process import InfraError, ManagedProcess, port_open
 from hadir.infra.service import LocalService
 
+# The dashboard's user, the same locally and in docker/ (docker/clickhouse/hadir-users.xml is
+# written by docker_users_xml; a test keeps the two equal): read-only, one database.
+DASHBOARD_PROFILE = """        <readonly>
+            <readonly>1</readonly>
+            <max_memory_usage>2000000000</max_memory_usage>
+        </readonly>
+"""
+
+
+def dashboard_user(name: str, password: str, networks: tuple[str, ...], database: str) -> str:
+    """The dashboard user's element of a users file; ``password``: its password element."""
+    ips = "".join(f"<ip>{escape(n)}</ip>" for n in networks)
+    return f"""        <{escape(name)}>
+            {password}
+            <networks>{ips}</networks>
+            <profile>readonly</profile>
+            <quota>default</quota>
+            <allow_databases><database>{escape(database)}</database></allow_databases>
+        </{escape(name)}>
+"""
+
+
+def docker_users_xml() -> str:
+    """docker/clickhouse/hadir-users.xml: the dashboard user for the compose stack, where its
+    password comes as a SHA-256 from the environment (HADIR_DASHBOARD_PASSWORD_SHA256)."""
+    user = dashboard_user("hadir_dashboard",
+                          '<password_sha256_hex from_env="HADIR_DASHBOARD_PASSWORD_SHA256"/>',
+                          ("::/0",), "hadir")
+    return f"""<!-- Written by `python -m hadir.infra.clickhouse` (hadir/infra/clickhouse.py), which
+     configures the same user for `hadir infra up`. -->
+<clickhouse>
+    <profiles>
+{DASHBOARD_PROFILE}    </profiles>
+    <users>
+{user}    </users>
+</clickhouse>
+"""
+
 
 class ClickHouseServer(LocalService):
     name = "clickhouse"
@@ -66,6 +104,9 @@ class ClickHouseServer(LocalService):
 </yandex>
 """)
         password_sha = hashlib.sha256(i.dashboard_password.encode()).hexdigest()
+        dashboard = dashboard_user(
+            i.dashboard_user, f"<password_sha256_hex>{password_sha}</password_sha256_hex>",
+            ("127.0.0.1", "::1"), i.clickhouse_database)
         (d / "users.xml").write_text(f"""<?xml version="1.0"?>
 <!-- Written by `hadir infra up`. The dashboard user may only read ({escape(i.dashboard_user)}). -->
 <yandex>
@@ -75,11 +116,7 @@ class ClickHouseServer(LocalService):
             <load_balancing>random</load_balancing>
             <allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type>
         </default>
-        <readonly>
-            <readonly>1</readonly>
-            <max_memory_usage>2000000000</max_memory_usage>
-        </readonly>
-    </profiles>
+{DASHBOARD_PROFILE}    </profiles>
     <users>
         <{escape(i.clickhouse_user)}>
             <password>{escape(i.clickhouse_password)}</password>
@@ -87,14 +124,7 @@ class ClickHouseServer(LocalService):
             <profile>default</profile>
             <quota>default</quota>
         </{escape(i.clickhouse_user)}>
-        <{escape(i.dashboard_user)}>
-            <password_sha256_hex>{password_sha}</password_sha256_hex>
-            <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
-            <profile>readonly</profile>
-            <quota>default</quota>
-            <allow_databases><database>{escape(i.clickhouse_database)}</database></allow_databases>
-        </{escape(i.dashboard_user)}>
-    </users>
+{dashboard}    </users>
     <quotas>
         <default>
             <interval>
@@ -141,3 +171,8 @@ class ClickHouseServer(LocalService):
     @property
     def log_file(self) -> Path:
         return self.dir / "logs" / "clickhouse-server.err.log"
+
+
+if __name__ == "__main__":
+    Path(__file__).resolve().parents[2].joinpath("docker", "clickhouse", "hadir-users.xml") \
+        .write_text(docker_users_xml())
