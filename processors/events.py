@@ -6,7 +6,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+
+# What a check-in may hold wherever it enters Hadir (the phone edge's bodies, the raw topic):
+# one definition, so the edge and the intake refuse the same things.
+NIP_PATTERN = r"\d{18}"  # the NIP's 18 digits (DOMAIN.md)
+DEVICE_ID_PATTERN = r"[\x21-\x7e]{1,128}"  # printable ASCII, as phones' installation ids are
+TEXT_MAX = 64  # app version, platform, model
+SELFIE_MAX_BYTES = 1_500_000  # a phone's JPEG selfie is 50-300 KB
+PLAUSIBLE_TIMES = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 
 
 class CheckinType(enum.StrEnum):

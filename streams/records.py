@@ -11,11 +11,24 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from processors.events import Checkin, CheckinType, Finding, InvalidCheckin, Reason, Verdict
+from processors.events import (
+    DEVICE_ID_PATTERN,
+    NIP_PATTERN,
+    PLAUSIBLE_TIMES,
+    SELFIE_MAX_BYTES,
+    TEXT_MAX,
+    Checkin,
+    CheckinType,
+    Finding,
+    InvalidCheckin,
+    Reason,
+    Verdict,
+)
 from processors.fraud import FraudPolicy, alert_id, severity
 
 
@@ -33,7 +46,6 @@ def from_epoch_ms(ms: int) -> datetime:
 
 # What the receiving server can have stamped: a check-in outside is a broken record, not a
 # time to judge (a year-9999 time would overflow the local-date conversion downstream).
-SERVER_TIMES = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 
 
 def checkin_from_raw(r: dict[str, Any], max_offline_ms: int) -> Checkin:
@@ -51,14 +63,24 @@ def checkin_from_raw(r: dict[str, Any], max_offline_ms: int) -> Checkin:
         )
     except (KeyError, ValueError, AttributeError) as exc:
         raise InvalidCheckin(f"malformed check-in: {type(exc).__name__}: {exc}") from None
-    if not checkin.nip:
-        raise InvalidCheckin("malformed check-in: empty nip")
+    if not re.fullmatch(NIP_PATTERN, checkin.nip):
+        raise InvalidCheckin(f"malformed check-in: nip {checkin.nip[:40]!r} is not 18 digits")
+    if not isinstance(checkin.device_id, str) or not re.fullmatch(DEVICE_ID_PATTERN,
+                                                                   checkin.device_id):
+        length = len(checkin.device_id) if isinstance(checkin.device_id, str) else 0
+        raise InvalidCheckin(f"malformed check-in: device_id is not 1..128 printable ASCII "
+                             f"characters ({length:,} characters)")
+    if len(checkin.app_version) > TEXT_MAX:
+        raise InvalidCheckin(f"malformed check-in: app_version is over {TEXT_MAX} characters")
+    if checkin.selfie is not None and len(checkin.selfie) > SELFIE_MAX_BYTES:
+        raise InvalidCheckin(f"malformed check-in: selfie of {len(checkin.selfie):,} bytes is "
+                             f"over {SELFIE_MAX_BYTES:,}")
     if not 0 <= checkin.offline_age_ms <= max_offline_ms:
         raise InvalidCheckin(f"malformed check-in: offline_age_ms {checkin.offline_age_ms} is "
                              f"outside 0..{max_offline_ms}")
-    if not SERVER_TIMES[0] <= checkin.server_time < SERVER_TIMES[1]:
+    if not PLAUSIBLE_TIMES[0] <= checkin.server_time < PLAUSIBLE_TIMES[1]:
         raise InvalidCheckin(f"malformed check-in: server_time {checkin.server_time:%Y-%m-%d} "
-                             f"is outside {SERVER_TIMES[0]:%Y}..{SERVER_TIMES[1]:%Y}")
+                             f"is outside {PLAUSIBLE_TIMES[0]:%Y}..{PLAUSIBLE_TIMES[1]:%Y}")
     return checkin
 
 
@@ -177,7 +199,7 @@ def invalid_input(record: dict[str, Any] | None, error: str, policy: FraudPolicy
     if isinstance(server_time, int):
         server_time = from_epoch_ms(server_time)
     if not isinstance(server_time, datetime) or not (
-            SERVER_TIMES[0] <= server_time < SERVER_TIMES[1]):
+            PLAUSIBLE_TIMES[0] <= server_time < PLAUSIBLE_TIMES[1]):
         return None
 
     def finite(v: Any) -> float:

@@ -50,6 +50,9 @@ def new_app(name: str, settings: Settings) -> faust.App:
         broker_commit_interval=0.5,
         producer_linger=0.005,
         producer_max_batch_size=256 * 1024,  # streams/outbox.py fills whole batches
+        # The brokers' message.max.bytes: a dead letter keeps records up to that size (and
+        # aiokafka's default, 1 MB, refused a 2 MB one, which ended the worker every time).
+        producer_max_request_size=4_194_304,
         stream_wait_empty=False,
         table_standby_replicas=0,
         datadir=str(settings.infra.home_path / "workers" / name),

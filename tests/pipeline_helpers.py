@@ -74,6 +74,7 @@ class Pipeline:
         self.codecs = {t.name: AvroCodec(t, self.registry) for t in topics.ALL}
         self.producer = Producer({"bootstrap.servers": settings.infra.bootstrap,
                                   "partitioner": "murmur2_random", "linger.ms": 5,
+                                  "message.max.bytes": 4_194_304,  # the brokers' limit
                                   "log.connection.close": False})
         self.verifier = faces.verifier(settings)
         self.cipher = self.verifier.cipher(faces.template_key(settings))

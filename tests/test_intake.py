@@ -55,7 +55,13 @@ def test_check_ins_the_later_stages_could_not_judge_are_refused() -> None:
     day_ms = 24 * 3600 * 1000
     assert checkin_from_raw(raw, day_ms).nip == "198001012005011001"
     assert checkin_from_raw({**raw, "offline_age_ms": day_ms}, day_ms).offline_age_ms == day_ms
-    for bad, reason in (({"nip": "  "}, "empty nip"),
+    for bad, reason in (({"nip": "  "}, "nip '' is not 18 digits"),
+                        ({"nip": "12345"}, "nip '12345' is not 18 digits"),
+                        ({"device_id": "d" * 2_000_000}, r"device_id .* \(2,000,000 characters\)"),
+                        ({"device_id": ""}, "device_id is not 1..128 printable"),
+                        ({"device_id": "telepon saya"}, "device_id is not 1..128 printable"),
+                        ({"app_version": "v" * 65}, "app_version is over 64"),
+                        ({"selfie": b"\xff" * 1_500_001}, "selfie of 1,500,001 bytes is over"),
                         ({"offline_age_ms": day_ms + 1}, "offline_age_ms 86400001 is outside"),
                         ({"offline_age_ms": -1}, "outside 0..86400000"),
                         ({"server_time": datetime(9999, 12, 31, 23, tzinfo=UTC)},

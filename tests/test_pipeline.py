@@ -305,10 +305,15 @@ def test_bad_records_go_to_the_dead_letter_topic(pipe: Pipeline) -> None:
         "year 9999": pipe.submit({**pipe.checkin(nip, selfie=selfie(ME_AGAIN)),
                                   "server_time": datetime(9999, 12, 31, 23, tzinfo=UTC)})[0],
         "blank nip": pipe.submit({**pipe.checkin(nip, selfie=selfie(ME_AGAIN)), "nip": " "})[0],
+        # crash-looped the core on its device table's changelog, once past the intake
+        "2 MB device id": pipe.submit({**pipe.checkin(nip, selfie=selfie(ME_AGAIN)),
+                                       "device_id": "d" * 2_000_000})[0],
         "protobuf": pipe.publish(topics.RAW, nip, None, raw=_protobuf_record(pipe)),
     }
-    v = _one(pipe, good)  # the worker kept going
+    v = _one(pipe, good)
     assert v["verdict"] == "ACCEPTED"
+    later = pipe.checkin(nip, selfie=selfie(ME_AGAIN))
+    _one(pipe, later)  # sent after every bad record: the workers kept going
     letters = pipe.dead_letters(list(positions.values()))
     reasons = {name: letters[pos]["error"] for name, pos in positions.items() if pos in letters}
     assert set(reasons) == set(positions), reasons
@@ -319,7 +324,9 @@ def test_bad_records_go_to_the_dead_letter_topic(pipe: Pipeline) -> None:
     assert "0" in reasons["null island"]
     assert "UUID" in reasons["id not a uuid"]
     assert "server_time 9999-12-31 is outside 2000..2100" in reasons["year 9999"]
-    assert "empty nip" in reasons["blank nip"]
+    assert "nip '' is not 18 digits" in reasons["blank nip"]
+    assert "device_id is not 1..128 printable ASCII characters (2,000,000" in reasons[
+        "2 MB device id"]
     assert "is not a usable Avro schema" in reasons["protobuf"]
     for pos, letter in letters.items():
         assert letter["stage"] == "intake"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import (
@@ -19,10 +19,17 @@ from pydantic import (
     ValidationError,
 )
 
-NIP = Annotated[str, StringConstraints(pattern=r"^\d{18}$")]
-TIMES = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+from processors.events import (
+    DEVICE_ID_PATTERN,
+    NIP_PATTERN,
+    PLAUSIBLE_TIMES,
+    SELFIE_MAX_BYTES,
+    TEXT_MAX,
+)
+
+NIP = Annotated[str, StringConstraints(pattern=f"^{NIP_PATTERN}$")]
+TIMES = PLAUSIBLE_TIMES
 JPEG, PNG = b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"
-SELFIE_MAX_BYTES = 1_500_000  # decoded; base64 of it fits the 2 MB body
 
 
 def _uuid(text: str) -> str:
@@ -58,7 +65,7 @@ def _image(text: str) -> bytes:
 
 Uuid = Annotated[str, StringConstraints(max_length=36), AfterValidator(_uuid)]
 Time = Annotated[AwareDatetime, AfterValidator(_plausible)]
-Text = Annotated[str, StringConstraints(max_length=64)]
+Text = Annotated[str, StringConstraints(max_length=TEXT_MAX)]
 
 
 class _Body(BaseModel):
@@ -77,7 +84,7 @@ class CheckinBody(_Body):
     accuracy_m: float | None = Field(default=None, ge=0, le=1_000_000, allow_inf_nan=False)
     mock_location: bool = False
     app_version: Text = ""
-    selfie_jpeg: Annotated[str, StringConstraints(max_length=2_100_000),
+    selfie_jpeg: Annotated[str, StringConstraints(max_length=SELFIE_MAX_BYTES * 4 // 3 + 4),
                            AfterValidator(_image)] | None = None
     offline_age_ms: int = Field(default=0, ge=0, le=10**12)
     server_time: Time | None = None  # kept only with the importer token
@@ -103,8 +110,7 @@ class ExcuseRequestBody(_Body):
 class DeviceBody(_Body):
     nip: NIP
     activation_code: Annotated[str, StringConstraints(min_length=1, max_length=40)]
-    device_id: Annotated[str, StringConstraints(min_length=1, max_length=128,
-                                                pattern=r"^[\x21-\x7e]+$")]
+    device_id: Annotated[str, StringConstraints(pattern=f"^{DEVICE_ID_PATTERN}$")]
     public_key: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
     platform: Text = ""
     model: Text = ""
