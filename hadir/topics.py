@@ -8,6 +8,7 @@ a newer record under the same key. Internal topics carry a check-in between stag
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -141,9 +142,25 @@ def consumer_from_now(infra: InfraSettings, topic: Topic, group: str) -> Any:
     consumer = Consumer({"bootstrap.servers": infra.bootstrap, "group.id": group,
                          "enable.auto.commit": False})
     parts = consumer.list_topics(topic.name, timeout=10).topics[topic.name].partitions
-    consumer.assign([TopicPartition(topic.name, p, consumer.get_watermark_offsets(
-        TopicPartition(topic.name, p), timeout=10)[1]) for p in parts])
+    consumer.assign([TopicPartition(topic.name, p, _log_end(consumer, topic.name, p))
+                     for p in parts])
     return consumer
+
+
+def _log_end(consumer: Any, topic: str, partition: int, timeout_s: float = 30.0) -> int:
+    """The partition's end offset. Asked again while the error is one Kafka says passes (a
+    partition without a leader for a moment, as just after a broker restarts)."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return int(consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                      timeout=timeout_s)[1])
+        except KafkaException as exc:
+            if not exc.args[0].retriable() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def read_to_end(infra: InfraSettings, topic: Topic, group: str,
@@ -156,8 +173,7 @@ def read_to_end(infra: InfraSettings, topic: Topic, group: str,
                          "enable.auto.commit": False})
     try:
         parts = consumer.list_topics(topic.name, timeout=10).topics[topic.name].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic.name, p),
-                                                  timeout=10)[1] for p in parts}
+        ends = {p: _log_end(consumer, topic.name, p) for p in parts}
         left = {p for p, end in ends.items() if end > 0}
         consumer.assign([TopicPartition(topic.name, p, OFFSET_BEGINNING) for p in left])
         while left:
