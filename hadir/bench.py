@@ -474,7 +474,7 @@ def bench_sink(settings: Settings, progress: bool, rows: int = 1_000_000,
 
     _fill_topic(settings, topic.name, map(verdict, range(rows)), rows,
                 "sink: publishing verdicts", progress)
-    client = connect(settings.infra)
+    client = connect(settings.infra, "admin")  # makes and empties its own tables
     spawn = multiprocessing.get_context("spawn")  # no fork of a process with Kafka threads
     out: dict[str, Any] = {"rows": rows, "partitions": settings.infra.partitions,
                            "batch_rows": settings.sink.batch_rows}
@@ -536,7 +536,7 @@ def fill_year(settings: Settings, progress: bool, asn: int = 5000) -> None:
     from sinks.connection import connect
 
     rng = random.Random(5)
-    client = connect(settings.infra)
+    client = connect(settings.infra, "admin")  # makes and empties its own tables
     for table in ("checkins", "employees", "excuses", "decisions"):
         client.execute(f"TRUNCATE TABLE {table}")
     nips = [make_nip(rng, i) for i in range(asn)]

@@ -40,7 +40,7 @@ def _server_ms(response: requests.Response) -> float:
 
 
 def _offices(settings: Settings) -> None:
-    client = connect(settings.infra)
+    client = connect(settings.infra, "admin")  # empties the offices table
     rows = []
     for k in range(40):
         lon, lat = 106.40 + 0.01 * (k % 8), -2.48 - 0.01 * (k // 8)

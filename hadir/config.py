@@ -60,10 +60,14 @@ class InfraSettings:
     clickhouse_port: int = 9000  # native protocol (clickhouse-driver)
     clickhouse_http_port: int = 8123
     clickhouse_database: str = "hadir"
-    clickhouse_user: str = "default"
+    # ClickHouse users, one per role (hadir/secrets.py: clickhouse_login). A password left empty
+    # is generated on a managed stack and kept in <home>/secrets; elsewhere it must be set.
+    clickhouse_user: str = "default"  # admin: migrations, retention, erasure, benchmarks
     clickhouse_password: str = ""
-    dashboard_user: str = "hadir_dashboard"  # read-only ClickHouse user for dashboards
-    dashboard_password: str = "dashboard"
+    writer_user: str = "hadir_writer"  # the sink, reports, reviews: no DDL, Hadir's database
+    writer_password: str = ""
+    dashboard_user: str = "hadir_dashboard"  # read-only with query limits: dashboards, gateway
+    dashboard_password: str = ""
     raw_partitions: int = 6  # hadir.checkins.raw: the most face workers that can share the load
     partitions: int = 3  # every other topic
     # Addresses of services run elsewhere (with managed = false, as in docker/compose.yaml).
@@ -288,7 +292,8 @@ def as_dict(settings: Settings) -> dict[str, Any]:
     """The effective settings, secrets masked, for ``hadir config``."""
     out = dataclasses.asdict(settings)
     for section, key in (("security", "template_key_hex"), ("infra", "clickhouse_password"),
-                         ("infra", "dashboard_password"), ("gateway", "import_token"),
+                         ("infra", "writer_password"), ("infra", "dashboard_password"),
+                         ("gateway", "import_token"),
                          ("dashboard", "secret_hex")):
         if out[section][key]:
             out[section][key] = "***"

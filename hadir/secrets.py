@@ -5,19 +5,35 @@ from __future__ import annotations
 
 import os
 import secrets
+from typing import Literal
 
-from hadir.config import ConfigError, Settings
+from hadir.config import ConfigError, InfraSettings
+
+# Who logs in to ClickHouse: admin (schema, retention, erasure), writer (the sink, reports,
+# reviews), reader (the dashboard and the gateway: read-only, with query limits).
+Role = Literal["admin", "writer", "reader"]
 
 
-def local_secret(settings: Settings, name: str, configured: str = "") -> str:
+def clickhouse_login(infra: InfraSettings, role: Role) -> tuple[str, str]:
+    """The user and password of ``role``."""
+    if role == "admin":
+        return infra.clickhouse_user, local_secret(infra, "clickhouse-admin",
+                                                   infra.clickhouse_password)
+    if role == "writer":
+        return infra.writer_user, local_secret(infra, "clickhouse-writer", infra.writer_password)
+    return infra.dashboard_user, local_secret(infra, "clickhouse-reader",
+                                              infra.dashboard_password)
+
+
+def local_secret(infra: InfraSettings, name: str, configured: str = "") -> str:
     """The configured value, else (on a locally managed stack) the one kept in
     ``<home>/secrets/<name>``, made on first use; else a ConfigError naming what to set."""
     if configured:
         return configured
-    if not settings.infra.managed:
+    if not infra.managed:
         raise ConfigError(f"{name}: set it in the configuration (the stack is not managed "
                           "here, so no local secret is made)")
-    path = settings.infra.home_path / "secrets" / name
+    path = infra.home_path / "secrets" / name
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         draft = path.with_name(f".{name}.{os.getpid()}")

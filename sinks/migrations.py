@@ -34,7 +34,7 @@ def migrations() -> list[tuple[int, str, list[str]]]:
 def migrate(settings: Settings) -> list[str]:
     """Apply the migrations not applied yet; returns their names."""
     db = settings.infra.clickhouse_database
-    client = connect(settings.infra, database="default")
+    client = connect(settings.infra, "admin", database="default")
     client.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
     client.execute(f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations "
                    "(version UInt32, name String, applied_at DateTime) "

@@ -45,8 +45,12 @@ def test_up_provisions_services_run_elsewhere(stack, tmp_path) -> None:  # type:
     known, yet the services count as healthy and the registry is made to require BACKWARD."""
     import requests
 
+    from hadir.secrets import clickhouse_login
+
+    # as docker/compose.yaml gives hadir-init the admin's password: nothing is generated here
+    admin_password = clickhouse_login(stack.infra, "admin")[1]
     elsewhere = dataclasses.replace(stack, infra=dataclasses.replace(
-        stack.infra, managed=False, home=str(tmp_path)))
+        stack.infra, managed=False, home=str(tmp_path), clickhouse_password=admin_password))
     raw_subject = f"{topics.RAW.name}-value"
     requests.put(f"{stack.infra.registry}/config/{raw_subject}", json={"compatibility": "NONE"},
                  timeout=10).raise_for_status()
@@ -130,7 +134,7 @@ def test_codec_refuses_garbage_with_a_reason(stack) -> None:  # type: ignore[no-
 def test_clickhouse_write_read(stack) -> None:  # type: ignore[no-untyped-def]
     from sinks.connection import connect
 
-    client = connect(stack.infra)
+    client = connect(stack.infra, "admin")
     client.execute("CREATE TABLE IF NOT EXISTS roundtrip (id String, n Int64) "
                    "ENGINE = MergeTree ORDER BY id")
     key = str(uuid.uuid4())

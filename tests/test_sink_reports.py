@@ -54,7 +54,7 @@ def _verdicts_into_test_table(stack: Any, table: str, partitions: int) -> tuple[
     topic = topics.Topic(f"hadir.test.{table}.{uuid.uuid4().hex[:6]}", "CheckinVerdict", "NIP")
     admin = AdminClient({"bootstrap.servers": stack.infra.bootstrap})
     admin.create_topics([NewTopic(topic.name, partitions, 1)])[topic.name].result()
-    client = connect(stack.infra)
+    client = connect(stack.infra, "admin")
     client.execute(f"DROP TABLE IF EXISTS {table}")
     client.execute(f"CREATE TABLE {table} AS checkins")
     client.disconnect()
@@ -127,7 +127,7 @@ def test_sink_waits_for_clickhouse_loses_nothing_and_is_idempotent(stack) -> Non
     assert _committed(stack, group, topic.name) == 1500
     sink.stopping = True
     runner.join(30)
-    client = connect(stack.infra)
+    client = connect(stack.infra, "admin")
     assert client.execute("SELECT count() FROM sink_test FINAL") == [(1000,)]
     assert client.execute("SELECT uniqExact(event_id) FROM sink_test") == [(1000,)]
     client.execute("DROP TABLE sink_test")
@@ -187,7 +187,7 @@ def test_sink_dead_letters_bad_records_and_stores_the_rest(stack) -> None:  # ty
     group = f"test-{topic.name}"
     _sink(stack, topic, "sink_dlq_test", group).run(max_idle_s=3.0)
 
-    client = connect(stack.infra)
+    client = connect(stack.infra, "admin")
     assert client.execute("SELECT uniqExact(event_id) FROM sink_dlq_test") == [(301,)]
     assert client.execute("SELECT client_time FROM sink_dlq_test WHERE event_id = %(e)s",
                           {"e": skewed["event_id"]}) == [(None,)]
@@ -203,19 +203,49 @@ def test_sink_dead_letters_bad_records_and_stores_the_rest(stack) -> None:  # ty
     client.disconnect()
 
 
-def test_dashboard_user_reads_views_but_cannot_write(stack) -> None:  # type: ignore[no-untyped-def]
+def test_each_clickhouse_user_is_refused_what_its_role_must_not_do(stack) -> None:  # type: ignore[no-untyped-def]
+    """Admin, writer and reader (hadir/secrets.py), each with a generated password kept 0600;
+    no login without one; the writer cannot change the schema; the reader reads the views and
+    nothing more, within its limits."""
     from clickhouse_driver import Client
     from clickhouse_driver.errors import ServerException
 
     i = stack.infra
-    dash = Client(i.clickhouse_host, port=i.clickhouse_port, user=i.dashboard_user,
-                  password=i.dashboard_password, database=i.clickhouse_database)
+    secrets = i.home_path / "secrets"
+    for name in ("clickhouse-admin", "clickhouse-writer", "clickhouse-reader"):
+        assert (secrets / name).stat().st_mode & 0o777 == 0o600
+    assert (i.home_path / "clickhouse" / "users.xml").stat().st_mode & 0o777 == 0o600
+    for user in (i.clickhouse_user, i.writer_user, i.dashboard_user):
+        for password in ("", "dashboard", "wrong"):
+            with pytest.raises(ServerException, match=r"[Pp]assword"):
+                Client(i.clickhouse_host, port=i.clickhouse_port, user=user,
+                       password=password).execute("SELECT 1")
+
+    admin = connect(i, "admin")
+    admin.execute("CREATE TABLE IF NOT EXISTS writer_scratch (x UInt8) ENGINE = MergeTree "
+                  "ORDER BY x")
+    writer = connect(i, "writer")
+    writer.execute("INSERT INTO writer_scratch (x) VALUES", [(1,)])
+    assert writer.execute("SELECT count() FROM writer_scratch") == [(1,)]
+    for ddl in ("CREATE TABLE writer_made (x UInt8) ENGINE = Memory",
+                "DROP TABLE writer_scratch", "ALTER TABLE writer_scratch DELETE WHERE 1"):
+        with pytest.raises(ServerException, match=r"DDL|allow_ddl"):
+            writer.execute(ddl)
+    admin.execute("DROP TABLE writer_scratch")
+    admin.disconnect()
+    with pytest.raises(ServerException, match="Access denied"):
+        writer.execute("SELECT count() FROM default.schema_migrations")
+    writer.disconnect()
+
+    reader = connect(i, "reader")
     for view in ("v_checkins", "v_alerts", "v_attendance_by_office_day",
                  "v_alerts_by_rule_day", "v_tpp_by_office_month"):
-        dash.execute(f"SELECT count() FROM {view}")
+        reader.execute(f"SELECT count() FROM {view}")
     with pytest.raises(ServerException, match="readonly"):
-        dash.execute("INSERT INTO employees (nip) VALUES", [("1",)])
-    dash.disconnect()
+        reader.execute("INSERT INTO employees (nip) VALUES", [("1",)])
+    with pytest.raises(ServerException, match="Limit for result exceeded"):
+        reader.execute("SELECT number FROM system.numbers LIMIT 2000000")
+    reader.disconnect()
 
 
 def _local(day: date, hh: int, mm: int, ss: int = 0) -> datetime:

@@ -81,7 +81,7 @@ class SignIn(Exception):
 class Dashboard:
     def __init__(self, settings: Settings) -> None:
         self.settings = data.readonly(settings)  # ClickHouse as the read-only user
-        self.key = local_secret(settings, "dashboard.key",
+        self.key = local_secret(settings.infra, "dashboard.key",
                                 settings.dashboard.secret_hex).encode()
         self.session_s = settings.dashboard.session_minutes * 60
         self.secure = bool(settings.dashboard.tls_cert)

@@ -13,6 +13,7 @@ from typing import Any
 
 from hadir import reports, topics
 from hadir.config import Settings
+from hadir.secrets import clickhouse_login
 from hadir.serde import AvroCodec, Registry, SerdeError
 from processors.attendance import WorkCalendar
 from processors.review import STANDING_SQL
@@ -35,10 +36,13 @@ def _with_decisions(checkins: str, columns: str) -> str:
 
 
 def readonly(settings: Settings) -> Settings:
-    """The settings with ClickHouse's read-only dashboard user in place of the writer."""
+    """The settings with ClickHouse's read-only user in place of every other: whatever the
+    dashboard calls (the reports too) reads as that user."""
     i = settings.infra
+    user, password = clickhouse_login(i, "reader")
     return dataclasses.replace(settings, infra=dataclasses.replace(
-        i, clickhouse_user=i.dashboard_user, clickhouse_password=i.dashboard_password))
+        i, clickhouse_user=user, clickhouse_password=password, writer_user=user,
+        writer_password=password, dashboard_password=password))
 
 
 def rows(settings: Settings, sql: str, params: dict[str, Any] | None = None

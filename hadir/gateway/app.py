@@ -275,7 +275,7 @@ class Edge:
     def _client(self) -> Any:
         client = getattr(self._local, "client", None)
         if client is None:
-            client = self._local.client = connect(self.settings.infra)
+            client = self._local.client = connect(self.settings.infra, "reader")
         return client
 
     def verdict(self, nip: str, event_id: str) -> tuple[str, list[str], str | None] | None:

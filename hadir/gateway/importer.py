@@ -12,4 +12,4 @@ def import_token(settings: Settings) -> str:
     ``<home>/secrets/import-token`` for ``hadir replay``; else none (off)."""
     if settings.gateway.import_token or not settings.infra.managed:
         return settings.gateway.import_token
-    return local_secret(settings, "import-token")
+    return local_secret(settings.infra, "import-token")

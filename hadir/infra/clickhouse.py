@@ -12,42 +12,70 @@ from xml.sax.saxutils import escape
 from hadir.config import InfraSettings
 from hadir.infra.process import InfraError, ManagedProcess, port_open
 from hadir.infra.service import LocalService
+from hadir.secrets import clickhouse_login
 
-# The dashboard's user, the same locally and in docker/ (docker/clickhouse/hadir-users.xml is
-# written by docker_users_xml; a test keeps the two equal): read-only, one database.
-DASHBOARD_PROFILE = """        <readonly>
+# Hadir's own ClickHouse users and their profiles, the same locally and in docker/
+# (docker/clickhouse/hadir-users.xml is written by docker_users_xml; a test keeps the two equal).
+# The writer (the sink, reports, reviews) may not change the schema; the reader (the dashboard,
+# the gateway) may only read, within limits a runaway query cannot pass. The admin is
+# ClickHouse's `default` locally and the image's CLICKHOUSE_USER in docker/.
+PROFILES = """        <writer>
+            <allow_ddl>0</allow_ddl>
+            <max_memory_usage>4000000000</max_memory_usage>
+        </writer>
+        <readonly>
             <readonly>1</readonly>
             <max_memory_usage>2000000000</max_memory_usage>
+            <max_execution_time>30</max_execution_time>
+            <max_rows_to_read>200000000</max_rows_to_read>
+            <max_result_rows>1000000</max_result_rows>
+            <result_overflow_mode>throw</result_overflow_mode>
         </readonly>
 """
 
 
-def dashboard_user(name: str, password: str, networks: tuple[str, ...], database: str) -> str:
-    """The dashboard user's element of a users file; ``password``: its password element."""
+def user_xml(name: str, password: str, networks: tuple[str, ...], profile: str,
+             database: str | None) -> str:
+    """One user's element of a users file; ``password``: its password element; ``database``:
+    the only one it may use (None: any)."""
     ips = "".join(f"<ip>{escape(n)}</ip>" for n in networks)
+    only = (f"\n            <allow_databases><database>{escape(database)}</database>"
+            "</allow_databases>") if database else ""
     return f"""        <{escape(name)}>
             {password}
             <networks>{ips}</networks>
-            <profile>readonly</profile>
-            <quota>default</quota>
-            <allow_databases><database>{escape(database)}</database></allow_databases>
+            <profile>{profile}</profile>
+            <quota>default</quota>{only}
         </{escape(name)}>
 """
 
 
+def hadir_users(writer: tuple[str, str], reader: tuple[str, str], networks: tuple[str, ...],
+                database: str) -> str:
+    """The writer's and the reader's elements: (user name, password element) each."""
+    return (user_xml(*writer, networks, "writer", database)
+            + user_xml(*reader, networks, "readonly", database))
+
+
+def sha256_element(password: str) -> str:
+    return f"<password_sha256_hex>{hashlib.sha256(password.encode()).hexdigest()}" \
+           "</password_sha256_hex>"
+
+
 def docker_users_xml() -> str:
-    """docker/clickhouse/hadir-users.xml: the dashboard user for the compose stack, where its
-    password comes as a SHA-256 from the environment (HADIR_DASHBOARD_PASSWORD_SHA256)."""
-    user = dashboard_user("hadir_dashboard",
-                          '<password_sha256_hex from_env="HADIR_DASHBOARD_PASSWORD_SHA256"/>',
-                          ("::/0",), "hadir")
+    """docker/clickhouse/hadir-users.xml: Hadir's users for the compose stack, where their
+    passwords come as SHA-256 from the environment."""
+    users = hadir_users(
+        ("hadir_writer", '<password_sha256_hex from_env="HADIR_WRITER_PASSWORD_SHA256"/>'),
+        ("hadir_dashboard", '<password_sha256_hex from_env="HADIR_DASHBOARD_PASSWORD_SHA256"/>'),
+        ("::/0",), "hadir")
     return f"""<!-- Written by `python -m hadir.infra.clickhouse` (hadir/infra/clickhouse.py), which
-     configures the same user for `hadir infra up`. -->
+     configures the same users for `hadir infra up`. -->
 <clickhouse>
     <profiles>
-{DASHBOARD_PROFILE}    </profiles>
+{PROFILES}    </profiles>
     <users>
-{user}    </users>
+{users}    </users>
 </clickhouse>
 """
 
@@ -103,12 +131,15 @@ class ClickHouseServer(LocalService):
     <default_session_timeout>60</default_session_timeout>
 </yandex>
 """)
-        password_sha = hashlib.sha256(i.dashboard_password.encode()).hexdigest()
-        dashboard = dashboard_user(
-            i.dashboard_user, f"<password_sha256_hex>{password_sha}</password_sha256_hex>",
-            ("127.0.0.1", "::1"), i.clickhouse_database)
+        local = ("127.0.0.1", "::1")
+        users = hadir_users(
+            (i.writer_user, sha256_element(clickhouse_login(i, "writer")[1])),
+            (i.dashboard_user, sha256_element(clickhouse_login(i, "reader")[1])),
+            local, i.clickhouse_database)
+        admin = user_xml(i.clickhouse_user, sha256_element(clickhouse_login(i, "admin")[1]),
+                         local, "default", None)
         (d / "users.xml").write_text(f"""<?xml version="1.0"?>
-<!-- Written by `hadir infra up`. The dashboard user may only read ({escape(i.dashboard_user)}). -->
+<!-- Written by `hadir infra up`; passwords in {escape(str(i.home_path / "secrets"))}. -->
 <yandex>
     <profiles>
         <default>
@@ -116,15 +147,9 @@ class ClickHouseServer(LocalService):
             <load_balancing>random</load_balancing>
             <allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type>
         </default>
-{DASHBOARD_PROFILE}    </profiles>
+{PROFILES}    </profiles>
     <users>
-        <{escape(i.clickhouse_user)}>
-            <password>{escape(i.clickhouse_password)}</password>
-            <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
-            <profile>default</profile>
-            <quota>default</quota>
-        </{escape(i.clickhouse_user)}>
-{dashboard}    </users>
+{admin}{users}    </users>
     <quotas>
         <default>
             <interval>
@@ -136,6 +161,7 @@ class ClickHouseServer(LocalService):
     </quotas>
 </yandex>
 """)
+        (d / "users.xml").chmod(0o600)  # password hashes
 
     def healthy(self) -> bool:
         from sinks.connection import connect
@@ -143,7 +169,7 @@ class ClickHouseServer(LocalService):
         if self.infra.managed and not port_open("127.0.0.1", self.infra.clickhouse_port):
             return False
         try:
-            client = connect(self.infra, database="default")
+            client = connect(self.infra, "admin", database="default")
             ok = client.execute("SELECT 1") == [(1,)]
             client.disconnect()
             return ok
