@@ -12,18 +12,27 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# HADIR_TEST_SLOT=N runs a second suite beside this one (another checkout, a long test while
+# developing): its stack in .hadir-test-N, every port 100 x N higher.
+SLOT = int(os.environ.get("HADIR_TEST_SLOT", "0"))
+
+
+def _port(port: int) -> str:
+    return str(port + 100 * SLOT)
+
+
 TEST_ENV = {
-    "HADIR_INFRA_HOME": str(REPO / ".hadir-test"),
-    "HADIR_INFRA_KAFKA_PORT": "19092",
-    "HADIR_INFRA_KAFKA_CONTROLLER_PORT": "19093",
-    "HADIR_INFRA_REGISTRY_PORT": "18081",
-    "HADIR_INFRA_CLICKHOUSE_PORT": "19000",
-    "HADIR_INFRA_CLICKHOUSE_HTTP_PORT": "18123",
+    "HADIR_INFRA_HOME": str(REPO / (f".hadir-test-{SLOT}" if SLOT else ".hadir-test")),
+    "HADIR_INFRA_KAFKA_PORT": _port(19092),
+    "HADIR_INFRA_KAFKA_CONTROLLER_PORT": _port(19093),
+    "HADIR_INFRA_REGISTRY_PORT": _port(18081),
+    "HADIR_INFRA_CLICKHOUSE_PORT": _port(19000),
+    "HADIR_INFRA_CLICKHOUSE_HTTP_PORT": _port(18123),
     "HADIR_INFRA_CLICKHOUSE_DATABASE": "hadir_test",
     "HADIR_SINK_BATCH_SECONDS": "0.2",
-    "HADIR_GATEWAY_PORT": "18088",
+    "HADIR_GATEWAY_PORT": _port(18088),
     "HADIR_GATEWAY_RATE_BURST": "5",
-    "HADIR_DASHBOARD_PORT": "18050",
+    "HADIR_DASHBOARD_PORT": _port(18050),
 }
 
 
