@@ -45,7 +45,7 @@ import h3
 import numpy as np
 from tqdm import tqdm
 
-from hadir import faces, topics, workers
+from hadir import faces, kafka_access, topics, workers
 from hadir.bench_dashboard import bench_dashboard
 from hadir.bench_gateway import bench_gateway
 from hadir.bench_geo import bench_geo
@@ -148,7 +148,7 @@ class Peak:
         self.registry = Registry(settings.infra.registry)
         # The phones' gateway: it lingers 20 ms as `hadir replay` does (at 1,000 /s, about 210
         # produce requests a second instead of 480; the wait counts in the latency).
-        self.producer = Producer({"bootstrap.servers": settings.infra.bootstrap,
+        self.producer = Producer({**kafka_access.confluent(settings.infra, "admin"),
                                   "linger.ms": 20, "partitioner": "murmur2_random",
                                   "queue.buffering.max.messages": 500_000})
         people = identities(FACES_DIR)[:8]
@@ -308,10 +308,10 @@ def _fill_topic(settings: Settings, name: str, records: Iterable[tuple[bytes, by
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": settings.infra.bootstrap})
+    admin = AdminClient(kafka_access.confluent(settings.infra, "admin"))
     admin.create_topics([NewTopic(name, num_partitions=settings.infra.partitions,
                                   replication_factor=1)])[name].result()
-    producer = Producer({"bootstrap.servers": settings.infra.bootstrap, "linger.ms": 20,
+    producer = Producer({**kafka_access.confluent(settings.infra, "admin"), "linger.ms": 20,
                          "queue.buffering.max.messages": 1_000_000})
     for k, (key, value) in enumerate(tqdm(records, total=total, desc=desc, unit="record",
                                           disable=not progress)):
@@ -331,7 +331,7 @@ def _floor_process(settings: Settings, topic: str, events: int, results: Any) ->
     from streams.intake import BATCH
     from streams.stage import BATCH_WAIT_S, new_app, raw_topic
 
-    app = new_app(f"hadir-bench-floor-{uuid.uuid4().hex[:8]}", settings)
+    app = new_app(f"hadir-bench-floor-{uuid.uuid4().hex[:8]}", settings, "admin")
     app.conf.datadir.parent.mkdir(parents=True, exist_ok=True)
     source = raw_topic(app, topics.Topic(topic, topics.RAW.schema, "NIP"), stage_input=True)
 
@@ -387,7 +387,7 @@ def faust_floor(settings: Settings, progress: bool, events: int = 100_000) -> di
         proc.join(30)
         broker_ms = meter.per_item(events).get("kafka")
     finally:
-        admin = AdminClient({"bootstrap.servers": settings.infra.bootstrap})
+        admin = AdminClient(kafka_access.confluent(settings.infra, "admin"))
         for deleted in admin.delete_topics([name]).values():
             deleted.result()
     return {"events": events, "events_per_s": round(taken / wall_s),

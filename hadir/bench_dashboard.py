@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import requests
 
-from hadir import topics, users
+from hadir import kafka_access, topics, users
 from hadir.config import Settings
 from hadir.infra.process import InfraError, end, tail, wait_until
 from hadir.serde import AvroCodec, Registry
@@ -105,7 +105,7 @@ def _alert_latency(settings: Settings, session: requests.Session) -> dict[str, A
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     codec = AvroCodec(topics.ALERTS, Registry(settings.infra.registry))
-    producer = Producer({"bootstrap.servers": settings.infra.bootstrap})
+    producer = Producer(kafka_access.confluent(settings.infra, "admin"))
     time.sleep(1)  # the stream's consumer has joined
     published: dict[str, float] = {}
     for _ in range(ALERTS):

@@ -31,8 +31,8 @@ import aiohttp
 import cv2
 import numpy as np
 
+from hadir import kafka_access, topics
 from hadir import phones as phone_sim
-from hadir import topics
 from hadir.config import Settings
 from hadir.generate import SelfieCamera, identities, load_photo, make_nip
 from hadir.infra.process import InfraError, end, process_cpu_s, tail, wait_until
@@ -92,7 +92,7 @@ def _employees(settings: Settings, nips: list[str]) -> None:
     from confluent_kafka import Producer
 
     codec = AvroCodec(topics.EMPLOYEES, Registry(settings.infra.registry))
-    producer = Producer({"bootstrap.servers": settings.infra.bootstrap})
+    producer = Producer(kafka_access.confluent(settings.infra, "admin"))
     for i, nip in enumerate(nips):
         producer.produce(topics.EMPLOYEES.name, key=nip.encode(), value=codec.encode(
             {"nip": nip, "name": f"ASN {i}", "office_id": "BENCH", "tpp_base_idr": 4_000_000}))

@@ -68,6 +68,10 @@ class InfraSettings:
     writer_password: str = ""
     dashboard_user: str = "hadir_dashboard"  # read-only with query limits: dashboards, gateway
     dashboard_password: str = ""
+    # Kafka's SASL login where the stack is not managed here (docker/): the one principal this
+    # process runs as (hadir/kafka_access.py). A managed stack generates every principal's.
+    kafka_user: str = ""
+    kafka_password: str = ""
     raw_partitions: int = 6  # hadir.checkins.raw: the most face workers that can share the load
     partitions: int = 3  # every other topic
     # Addresses of services run elsewhere (with managed = false, as in docker/compose.yaml).
@@ -293,6 +297,7 @@ def as_dict(settings: Settings) -> dict[str, Any]:
     out = dataclasses.asdict(settings)
     for section, key in (("security", "template_key_hex"), ("infra", "clickhouse_password"),
                          ("infra", "writer_password"), ("infra", "dashboard_password"),
+                         ("infra", "kafka_password"),
                          ("gateway", "import_token"),
                          ("dashboard", "secret_hex")):
         if out[section][key]:

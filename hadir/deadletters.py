@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from hadir import topics
+from hadir import kafka_access, topics
 from hadir.config import Settings
 from hadir.serde import AvroCodec, Registry, SerdeError
 from sinks.connection import rows
@@ -34,7 +34,8 @@ def replay(settings: Settings, event_ids: set[str] | None) -> dict[str, Any]:
     dlq, raw = AvroCodec(topics.DLQ, registry), AvroCodec(topics.RAW, registry)
     chosen: dict[str, tuple[bytes | None, bytes]] = {}
     skipped: list[str] = []
-    for msg in topics.read_to_end(settings.infra, topics.DLQ, f"hadir-cli-{uuid.uuid4()}"):
+    for msg in topics.read_to_end(settings.infra, topics.DLQ, f"hadir-cli-{uuid.uuid4()}",
+                                  "admin"):
         letter = dlq.decode(msg.value())
         if letter["source_topic"] != topics.RAW.name or letter["value"] is None:
             continue
@@ -47,7 +48,7 @@ def replay(settings: Settings, event_ids: set[str] | None) -> dict[str, Any]:
         if event_ids is None or event_id in event_ids:
             chosen[event_id] = (letter["key"], letter["value"])  # the latest letter of each
     missing = sorted((event_ids or set()) - set(chosen))
-    producer = Producer({"bootstrap.servers": settings.infra.bootstrap, "acks": "all",
+    producer = Producer({**kafka_access.confluent(settings.infra, "admin"), "acks": "all",
                          "enable.idempotence": True, "partitioner": "murmur2_random",
                          "message.max.bytes": 4_000_000})
     failed: list[str] = []

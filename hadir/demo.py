@@ -153,7 +153,7 @@ def seen_selfies(settings: Settings) -> list[str]:
     the entries of its compacted topic)."""
     codec = AvroCodec(topics.SELFIES, Registry(settings.infra.registry))
     hashes = set()
-    for msg in topics.read_to_end(settings.infra, topics.SELFIES, "hadir-demo-selfies"):
+    for msg in topics.read_to_end(settings.infra, topics.SELFIES, "hadir-demo-selfies", "admin"):
         if msg.value() is not None:
             hashes.add(codec.decode(msg.value())["entry"])
     return sorted(hashes)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hadir import topics
+from hadir import kafka_access, topics
 from hadir.config import Settings
 from processors.face import FaceVerifier
 from processors.templates import Template, TemplateCipher
@@ -69,7 +69,7 @@ def enroll(settings: Settings, nip: str, images: list[Path]) -> dict[str, Any]:
     template = v.enroll([p.read_bytes() for p in images])
     stack.up(settings, progress=False)
     codec = AvroCodec(topics.FACES, Registry(settings.infra.registry))
-    producer = Producer({"bootstrap.servers": settings.infra.bootstrap})
+    producer = Producer(kafka_access.confluent(settings.infra, "admin"))
     producer.produce(topics.FACES.name, key=nip.encode(),
                      value=codec.encode(template_record(nip, template, v.cipher(
                          template_key(settings)))))

@@ -8,16 +8,18 @@ from typing import Any
 
 from hadir import topics
 from hadir.config import Settings
+from hadir.kafka_access import Principal, confluent
 from hadir.serde import AvroCodec, Registry
 
 
-def publish(settings: Settings, topic: topics.Topic,
-            records: list[tuple[str, dict[str, Any]]]) -> None:
-    """Each (key, record) on ``topic``; returns once Kafka acknowledged them all."""
+def publish(settings: Settings, topic: topics.Topic, records: list[tuple[str, dict[str, Any]]],
+            principal: Principal = "admin") -> None:
+    """Each (key, record) on ``topic`` as ``principal``; returns once Kafka acknowledged them
+    all."""
     from confluent_kafka import Producer
 
     codec = AvroCodec(topic, Registry(settings.infra.registry))
-    producer = Producer({"bootstrap.servers": settings.infra.bootstrap, "acks": "all",
+    producer = Producer({**confluent(settings.infra, principal), "acks": "all",
                          "enable.idempotence": True, "partitioner": "murmur2_random"})
     failed: list[str] = []
     for key, record in records:
@@ -27,8 +29,10 @@ def publish(settings: Settings, topic: topics.Topic,
         raise TimeoutError(f"Kafka did not acknowledge {topic.name}: {failed or 'timeout'}")
 
 
-def latest(settings: Settings, topic: topics.Topic) -> dict[bytes, dict[str, Any] | None]:
-    """Each key's latest value on a compacted topic (None: deleted)."""
+def latest(settings: Settings, topic: topics.Topic,
+           principal: Principal = "admin") -> dict[bytes, dict[str, Any] | None]:
+    """Each key's latest value on a compacted topic (None: deleted), read as ``principal``."""
     codec = AvroCodec(topic, Registry(settings.infra.registry))
     return {msg.key(): None if msg.value() is None else codec.decode(msg.value())
-            for msg in topics.read_to_end(settings.infra, topic, f"hadir-cli-{uuid.uuid4()}")}
+            for msg in topics.read_to_end(settings.infra, topic, f"hadir-cli-{uuid.uuid4()}",
+                                          principal)}

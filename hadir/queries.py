@@ -67,7 +67,8 @@ def follow_alerts(settings: Settings, fmt: str = "table", rule: str | None = Non
     from hadir.serde import AvroCodec, Registry
 
     codec = AvroCodec(topics.ALERTS, Registry(settings.infra.registry))
-    consumer = topics.consumer_from_now(settings.infra, topics.ALERTS, "hadir-alerts-follow")
+    consumer = topics.consumer_from_now(settings.infra, topics.ALERTS, "hadir-alerts-follow",
+                                        "compliance")
     write = None if fmt == "table" else row_writer(fmt, ALERT_COLUMNS)
     if write is None:
         print("following fraud alerts (Ctrl-C to stop) ...", flush=True)

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 import requests
 from tqdm import tqdm
 
-from hadir import faces, review, topics, workers
+from hadir import faces, kafka_access, review, topics, workers
 from hadir import phones as phone_sim
 from hadir.config import ConfigError, Settings
 from hadir.gateway.importer import import_token
@@ -61,7 +61,7 @@ def _producer(settings: Settings) -> Any:
     from confluent_kafka import Producer
 
     # murmur2 like the Java client and aiokafka, so keys land where faust expects them.
-    return Producer({"bootstrap.servers": settings.infra.bootstrap, "linger.ms": 20,
+    return Producer({**kafka_access.confluent(settings.infra, "admin"), "linger.ms": 20,
                      "partitioner": "murmur2_random",
                      "message.max.bytes": 4_000_000, "queue.buffering.max.messages": 200_000})
 
@@ -155,7 +155,8 @@ class DeadLetterWatch:
         registry = Registry(settings.infra.registry)
         self.codec = AvroCodec(topics.DLQ, registry)
         self.raw = AvroCodec(topics.RAW, registry)
-        self.consumer = topics.consumer_from_now(settings.infra, topics.DLQ, "hadir-replay")
+        self.consumer = topics.consumer_from_now(settings.infra, topics.DLQ, "hadir-replay",
+                                                 "admin")
         self.letters: dict[str, str] = {}
 
     def poll(self) -> None:

@@ -124,7 +124,7 @@ def decide(settings: Settings, event_id: str, decision: DecisionKind, by: str,
     record = {"decision_id": str(uuid.uuid4()), "event_id": event_id, "nip": found[0]["nip"],
               "decision": decision.value, "reviewer": check_name(by), "note": check_note(note),
               "decided_at": now or datetime.now(UTC)}
-    publish(settings, topics.DECISIONS, [(event_id, record)])
+    publish(settings, topics.DECISIONS, [(event_id, record)], "reviewer")
     wait_stored(settings, "SELECT 1 FROM decisions WHERE decision_id = %(d)s",
                 {"d": record["decision_id"]})
     return {**record, "decided_at": record["decided_at"].isoformat()}
@@ -159,7 +159,7 @@ def publish_decisions(settings: Settings, decisions: list[Decision],
             continue
         records.append((d.event_id, {**asdict(d), "nip": fact["nip"],
                                      "decision": d.decision.value}))
-    publish(settings, topics.DECISIONS, records)
+    publish(settings, topics.DECISIONS, records, "reviewer")
     wanted = tuple(r["decision_id"] for _, r in records)
     deadline = time.monotonic() + timeout
     while wanted and _rows(settings, "SELECT count() AS n FROM decisions "
@@ -226,8 +226,9 @@ def decide_excuse(settings: Settings, request_id: str, approve: bool, by: str,
         publish(settings, topics.EXCUSES, [(
             f"{pending.nip}|{pending.date_from.isoformat()}|{pending.kind.value}",
             {"nip": pending.nip, "date_from": pending.date_from.isoformat(),
-             "date_to": pending.date_to.isoformat(), "kind": pending.kind.value})])
-    publish(settings, topics.EXCUSE_REQUESTS, [(pending.nip, request_record(decided))])
+             "date_to": pending.date_to.isoformat(), "kind": pending.kind.value})], "reviewer")
+    publish(settings, topics.EXCUSE_REQUESTS, [(pending.nip, request_record(decided))],
+            "reviewer")
     wait_stored(settings, "SELECT 1 FROM excuse_requests FINAL WHERE request_id = %(r)s "
                           "AND status = %(s)s", {"r": request_id, "s": decided.status.value})
     return {"request_id": request_id, "status": decided.status.value, "decided_by":

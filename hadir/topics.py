@@ -11,9 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hadir.config import InfraSettings
+
+if TYPE_CHECKING:  # hadir.kafka_access grants on these topics
+    from hadir.kafka_access import Principal
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,9 @@ def create_all(infra: InfraSettings, timeout: float = 30.0) -> list[str]:
     created."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": infra.bootstrap})
+    from hadir import kafka_access
+
+    admin = AdminClient(kafka_access.confluent(infra, "admin"))
     existing = set(admin.list_topics(timeout=timeout).topics)
     new = [
         NewTopic(t.name, num_partitions=partitions(t, infra), replication_factor=1,
@@ -134,12 +139,15 @@ def create_all(infra: InfraSettings, timeout: float = 30.0) -> list[str]:
     return [t.topic for t in new]
 
 
-def consumer_from_now(infra: InfraSettings, topic: Topic, group: str) -> Any:
+def consumer_from_now(infra: InfraSettings, topic: Topic, group: str,
+                      principal: Principal) -> Any:
     """A confluent-kafka consumer assigned every partition of ``topic`` at its current end:
     it sees only what is published from now on (followers, replay's dead-letter watch, bench)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": infra.bootstrap, "group.id": group,
+    from hadir import kafka_access
+
+    consumer = Consumer({**kafka_access.confluent(infra, principal), "group.id": group,
                          "enable.auto.commit": False})
     parts = consumer.list_topics(topic.name, timeout=10).topics[topic.name].partitions
     consumer.assign([TopicPartition(topic.name, p, _log_end(consumer, topic.name, p))
@@ -163,13 +171,15 @@ def _log_end(consumer: Any, topic: str, partition: int, timeout_s: float = 30.0)
             time.sleep(0.2)
 
 
-def read_to_end(infra: InfraSettings, topic: Topic, group: str,
+def read_to_end(infra: InfraSettings, topic: Topic, group: str, principal: Principal,
                 stall_s: float = 10.0) -> Iterator[Any]:
     """Every record on ``topic`` now, from the first offset to each partition's end as of the
     call (confluent-kafka messages; errors skipped). TimeoutError when a partition stalls."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": infra.bootstrap, "group.id": group,
+    from hadir import kafka_access
+
+    consumer = Consumer({**kafka_access.confluent(infra, principal), "group.id": group,
                          "enable.auto.commit": False})
     try:
         parts = consumer.list_topics(topic.name, timeout=10).topics[topic.name].partitions

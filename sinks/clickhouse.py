@@ -22,7 +22,7 @@ from typing import Any
 
 import polars as pl
 
-from hadir import topics
+from hadir import kafka_access, topics
 from hadir.config import Settings
 from hadir.serde import AvroCodec, Registry, SerdeError, schema_text
 from sinks.connection import connect
@@ -278,7 +278,8 @@ class ClickHouseSink:
     benchmark and the tests point them elsewhere."""
 
     def __init__(self, settings: Settings, tables: list[Mapping] | None = None,
-                 group_id: str = "hadir-clickhouse-sink") -> None:
+                 group_id: str = kafka_access.SINK_GROUP,
+                 principal: kafka_access.Principal = "sink") -> None:
         from confluent_kafka import Consumer, Producer
 
         self.settings = settings
@@ -293,12 +294,12 @@ class ClickHouseSink:
         # The sink's input is Hadir's own output: its dead letters never become verdicts.
         self.dead_letters = DeadLetters(registry, "clickhouse-sink", None)
         self.consumer = Consumer({
-            "bootstrap.servers": infra.bootstrap, "group.id": group_id,
+            **kafka_access.confluent(infra, principal), "group.id": group_id,
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "enable.partition.eof": False, "max.poll.interval.ms": 600_000,
             "fetch.min.bytes": 1_000_000, "fetch.wait.max.ms": 100,
         })
-        self.producer = Producer({"bootstrap.servers": infra.bootstrap, "linger.ms": 5,
+        self.producer = Producer({**kafka_access.confluent(infra, principal), "linger.ms": 5,
                                   "message.max.bytes": 4_194_304})  # the brokers' limit
         self.client = connect(infra)
         self.batch = _Batch()

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 import faust
 
-from hadir import topics
+from hadir import kafka_access, topics
 from hadir.config import Settings
 from hadir.serde import AvroCodec, Registry
 from processors.attendance import Excuse, ExcuseKind
@@ -39,7 +39,7 @@ from streams.stage import (
 
 def build_core_app(settings: Settings) -> faust.App:
     """The person and device stages, with their tables and the reference data they follow."""
-    app = new_app(topics.CORE_APP, settings)
+    app = new_app(topics.CORE_APP, settings, "core")
     registry = Registry(settings.infra.registry)
     # In-progress records keep their times as epoch milliseconds (streams/records.py).
     faced_codec = AvroCodec(topics.FACED, registry, logical_types=False)
@@ -58,7 +58,7 @@ def build_core_app(settings: Settings) -> faust.App:
     device_state = KeyPartitionedTable.create(app, topics.DEVICE_STATE, settings)
 
     ref = Reference(Geofences(policy=settings.geo))
-    follower = ReferenceFollower(settings.infra.bootstrap, {
+    follower = ReferenceFollower(kafka_access.aiokafka(settings.infra, "core"), {
         t.name: AvroCodec(t, registry) for t in (topics.EMPLOYEES, topics.OFFICES, topics.EXCUSES)
     }, {
         topics.EMPLOYEES.name: lambda k, v: _employee(ref, k, v),

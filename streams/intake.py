@@ -17,7 +17,7 @@ from typing import Any
 import faust
 import numpy as np
 
-from hadir import faces, topics
+from hadir import faces, kafka_access, topics
 from hadir.config import Settings
 from hadir.serde import AvroCodec, Registry, SerdeError
 from processors import geo
@@ -79,7 +79,7 @@ def judge(verifier: FaceVerifier, items: Sequence[tuple[bytes, np.ndarray | None
 
 
 def build_intake_app(settings: Settings) -> faust.App:
-    app = new_app("hadir-intake", settings)
+    app = new_app(kafka_access.INTAKE_APP, settings, "intake")
     registry = Registry(settings.infra.registry)
     raw_codec = AvroCodec(topics.RAW, registry)
     faced = AvroCodec(topics.FACED, registry)
@@ -122,7 +122,7 @@ def build_intake_app(settings: Settings) -> faust.App:
             return
         replay.learn(value["entry"], value["value"])
 
-    follower = ReferenceFollower(settings.infra.bootstrap, {
+    follower = ReferenceFollower(kafka_access.aiokafka(settings.infra, "intake"), {
         topics.FACES.name: AvroCodec(topics.FACES, registry),
         topics.SELFIES.name: selfie_codec,
     }, {topics.FACES.name: on_template, topics.SELFIES.name: on_selfie})

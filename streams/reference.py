@@ -27,9 +27,10 @@ class ReferenceFollower:
     """Follows some compacted topics and calls ``handlers[topic]`` for each record (the value is
     None for a tombstone)."""
 
-    def __init__(self, bootstrap: str, codecs: dict[str, AvroCodec],
+    def __init__(self, client: dict[str, Any], codecs: dict[str, AvroCodec],
                  handlers: dict[str, Handler]) -> None:
-        self.bootstrap = bootstrap
+        """``client``: aiokafka's connection arguments (hadir/kafka_access.py, as whom)."""
+        self.client = client
         self.codecs = codecs
         self.handlers = handlers
         self.ready = asyncio.Event()
@@ -38,8 +39,8 @@ class ReferenceFollower:
         self._progress = asyncio.Condition()
 
     async def run(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False,
+                                    auto_offset_reset="earliest", **self.client)
         await consumer.start()
         self._consumer = consumer
         try:

@@ -22,7 +22,7 @@ import faust
 from aiokafka.errors import IllegalStateError
 from faust.serializers.codecs import dumps
 
-from hadir import topics
+from hadir import kafka_access, topics
 from hadir.config import Settings
 from hadir.serde import AvroCodec, SerdeError
 from processors.events import InvalidCheckin
@@ -38,10 +38,11 @@ BATCH_WAIT_S = 0.02
 COMMIT_EVERY_S = 0.5
 
 
-def new_app(name: str, settings: Settings) -> faust.App:
+def new_app(name: str, settings: Settings, principal: kafka_access.Principal) -> faust.App:
     return faust.App(
         name,
         broker=f"kafka://{settings.infra.bootstrap}",
+        broker_credentials=kafka_access.faust_credentials(settings.infra, principal),
         store="memory://",  # tables are rebuilt from their changelog topics at start
         web_enabled=False,
         topic_replication_factor=1,

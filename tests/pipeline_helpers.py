@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from hadir import faces, topics
+from hadir import faces, kafka_access, topics
 from hadir.config import Settings
 from hadir.generate import FreshShots, SelfieCamera, load_photo
 from hadir.serde import AvroCodec, Registry
@@ -51,7 +51,7 @@ def members_with_partitions(settings: Settings, group: str) -> int:
     of the broker: a consumer's own assignment() called from another thread can deadlock)."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": settings.infra.bootstrap})
+    admin = AdminClient(kafka_access.confluent(settings.infra, "admin"))
     described = admin.describe_consumer_groups([group])[group].result(timeout=10)
     return sum(1 for m in described.members if m.assignment.topic_partitions)
 
@@ -72,7 +72,7 @@ class Pipeline:
         self.settings = settings
         self.registry = Registry(settings.infra.registry)
         self.codecs = {t.name: AvroCodec(t, self.registry) for t in topics.ALL}
-        self.producer = Producer({"bootstrap.servers": settings.infra.bootstrap,
+        self.producer = Producer({**kafka_access.confluent(settings.infra, "admin"),
                                   "partitioner": "murmur2_random", "linger.ms": 5,
                                   "message.max.bytes": 4_194_304,  # the brokers' limit
                                   "log.connection.close": False})
@@ -171,7 +171,7 @@ class Pipeline:
         sees, before ClickHouse collapses anything)."""
         return [self.codecs[topic.name].decode(msg.value())
                 for msg in topics.read_to_end(self.settings.infra, topic,
-                                              f"test-read-{uuid.uuid4()}", stall_s=5)
+                                              f"test-read-{uuid.uuid4()}", "admin", stall_s=5)
                 if msg.key() == key.encode()]
 
     def dead_letters(self, positions: list[tuple[int, int]],
@@ -179,7 +179,7 @@ class Pipeline:
         """Dead letters whose source is one of these raw-topic positions."""
         from confluent_kafka import Consumer
 
-        consumer = Consumer({"bootstrap.servers": self.settings.infra.bootstrap,
+        consumer = Consumer({**kafka_access.confluent(self.settings.infra, "admin"),
                              "group.id": f"test-dlq-{uuid.uuid4()}",
                              "auto.offset.reset": "earliest", "enable.auto.commit": False})
         consumer.subscribe([topics.DLQ.name])

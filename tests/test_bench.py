@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from hadir import kafka_access
 from hadir.bench import JIT_THREADS, CpuMeter, face_throughput, faust_floor, print_results
 from hadir.infra.process import threads_cpu_s
 
@@ -139,5 +140,5 @@ def test_faust_floor_takes_every_check_in_then_removes_its_topic(stack) -> None:
     assert result["events_per_s"] > 0
     assert result["agent_cpu_ms_per_checkin"] > 0
     assert result["broker_cpu_ms_per_checkin"] is not None
-    left = AdminClient({"bootstrap.servers": stack.infra.bootstrap}).list_topics(timeout=10)
+    left = AdminClient(kafka_access.confluent(stack.infra, "admin")).list_topics(timeout=10)
     assert not [t for t in left.topics if t.startswith("hadir.bench.raw.")]

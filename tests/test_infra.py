@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hadir import topics
+from hadir import kafka_access, topics
 from hadir.infra import stack as infra_stack
 from hadir.infra.kafka import KafkaBroker, new_cluster_id
 from hadir.infra.process import InfraError
@@ -47,10 +47,11 @@ def test_up_provisions_services_run_elsewhere(stack, tmp_path) -> None:  # type:
 
     from hadir.secrets import clickhouse_login
 
-    # as docker/compose.yaml gives hadir-init the admin's password: nothing is generated here
+    # as docker/compose.yaml gives hadir-init the admins' passwords: nothing is generated here
     admin_password = clickhouse_login(stack.infra, "admin")[1]
     elsewhere = dataclasses.replace(stack, infra=dataclasses.replace(
-        stack.infra, managed=False, home=str(tmp_path), clickhouse_password=admin_password))
+        stack.infra, managed=False, home=str(tmp_path), clickhouse_password=admin_password,
+        kafka_user="admin", kafka_password=kafka_access.login(stack.infra, "admin")[1]))
     raw_subject = f"{topics.RAW.name}-value"
     requests.put(f"{stack.infra.registry}/config/{raw_subject}", json={"compatibility": "NONE"},
                  timeout=10).raise_for_status()
@@ -75,7 +76,7 @@ def test_confluent_publish_read_back_with_kafka_python_and_registry(stack) -> No
                                 conf={"auto.register.schemas": True})
     ctx = SerializationContext(topics.RAW.name, MessageField.VALUE)
     payload = serializer(record, ctx)
-    producer = Producer({"bootstrap.servers": stack.infra.bootstrap})
+    producer = Producer(kafka_access.confluent(stack.infra, "admin"))
     delivered = []
     producer.produce(topics.RAW.name, key=str(record["nip"]).encode(), value=payload,
                      on_delivery=lambda err, msg: delivered.append((err, msg)))
@@ -83,7 +84,11 @@ def test_confluent_publish_read_back_with_kafka_python_and_registry(stack) -> No
     (err, msg), = delivered
     assert err is None
 
+    user, password = kafka_access.login(stack.infra, "admin")
     consumer = KafkaConsumer(bootstrap_servers=stack.infra.bootstrap,
+                             security_protocol="SASL_PLAINTEXT",
+                             sasl_mechanism=kafka_access.MECHANISM, sasl_plain_username=user,
+                             sasl_plain_password=password,
                              enable_auto_commit=False, consumer_timeout_ms=10000)
     tp = TopicPartition(topics.RAW.name, msg.partition())
     consumer.assign([tp])
@@ -106,7 +111,7 @@ def test_confluent_publish_read_back_with_kafka_python_and_registry(stack) -> No
 def test_every_topic_exists_with_its_subject(stack) -> None:  # type: ignore[no-untyped-def]
     from confluent_kafka.admin import AdminClient
 
-    md = AdminClient({"bootstrap.servers": stack.infra.bootstrap}).list_topics(timeout=10)
+    md = AdminClient(kafka_access.confluent(stack.infra, "admin")).list_topics(timeout=10)
     for t in topics.ALL:
         assert t.name in md.topics
         assert len(md.topics[t.name].partitions) == topics.partitions(t, stack.infra)
@@ -146,10 +151,14 @@ def test_clickhouse_write_read(stack) -> None:  # type: ignore[no-untyped-def]
 
 def test_broker_restart_keeps_data(stack) -> None:  # type: ignore[no-untyped-def]
     from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
 
     key = str(uuid.uuid4()).encode()
-    topic = "hadir.test.restart"  # auto-created; keeps Hadir's own topics clean
-    p = Producer({"bootstrap.servers": stack.infra.bootstrap})
+    topic = f"hadir.test.restart.{uuid.uuid4().hex[:6]}"  # keeps Hadir's own topics clean
+    client = kafka_access.confluent(stack.infra, "admin")
+    admin = AdminClient(client)
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
+    p = Producer(client)
     out = []
     p.produce(topic, key=key, value=b"survives a restart",
               on_delivery=lambda e, m: out.append(m))
@@ -160,7 +169,7 @@ def test_broker_restart_keeps_data(stack) -> None:  # type: ignore[no-untyped-de
     assert broker.process.pid() is None
     broker.up()
     assert broker.process.pid() != pid
-    c = Consumer({"bootstrap.servers": stack.infra.bootstrap, "group.id": "restart-test",
+    c = Consumer({**kafka_access.confluent(stack.infra, "admin"), "group.id": "restart-test",
                   "enable.auto.commit": False})
     c.assign([TopicPartition(topic, out[0].partition(), out[0].offset())])
     msg = c.poll(15)
@@ -237,7 +246,7 @@ def test_alerts_follow_shows_alerts_as_they_are_published(stack, fmt: str) -> No
     from hadir.queries import ALERT_COLUMNS
 
     codec = AvroCodec(topics.ALERTS, Registry(stack.infra.registry))
-    producer = Producer({"bootstrap.servers": stack.infra.bootstrap})
+    producer = Producer(kafka_access.confluent(stack.infra, "admin"))
     follower = subprocess.Popen(
         [sys.executable, "-m", "hadir", "alerts", "--follow", "--rule", "SHARED_DEVICE",
          "--format", fmt], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -11,6 +11,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
+from hadir import kafka_access
 from streams.outbox import Outbox, partition_for
 
 
@@ -26,16 +27,15 @@ def test_keys_go_to_the_partition_the_default_partitioner_picks() -> None:
 def test_a_batch_of_records_arrives_whole_and_in_order(stack) -> None:  # type: ignore[no-untyped-def]
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    bootstrap = stack.infra.bootstrap
+    client = kafka_access.aiokafka(stack.infra, "admin")
     topic = f"hadir.test.outbox.{uuid.uuid4().hex[:6]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(kafka_access.confluent(stack.infra, "admin"))
     admin.create_topics([NewTopic(topic, 3, 1)])[topic].result()
     keyed = [(f"nip-{i % 17}".encode(), f"{i:05d}".encode() * 20) for i in range(300)]
 
     async def run() -> dict[int, list[tuple[bytes | None, bytes]]]:
         # Small batches, so that 300 records of 100 bytes need many of them.
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_batch_size=2048,
-                                    acks="all")
+        producer = AIOKafkaProducer(max_batch_size=2048, acks="all", **client)
         await producer.start()
         try:
             outbox = Outbox(lambda: producer)
@@ -49,7 +49,7 @@ def test_a_batch_of_records_arrives_whole_and_in_order(stack) -> None:  # type: 
             assert len(outbox) == 0
         finally:
             await producer.stop()
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+        consumer = AIOKafkaConsumer(topic, **client, group_id=None,
                                     auto_offset_reset="earliest", enable_auto_commit=False)
         await consumer.start()
         got: dict[int, list[tuple[bytes | None, bytes]]] = defaultdict(list)

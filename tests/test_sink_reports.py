@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from hadir import reports, topics
+from hadir import kafka_access, reports, topics
 from hadir.infra.clickhouse import ClickHouseServer
 from hadir.output import to_json
 from hadir.serde import AvroCodec, Registry
@@ -39,7 +39,7 @@ def _verdict(k: int, now: datetime) -> dict[str, Any]:
 def _committed(settings: Any, group: str, topic: str) -> int:
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": settings.infra.bootstrap, "group.id": group})
+    c = Consumer({**kafka_access.confluent(settings.infra, "admin"), "group.id": group})
     parts = c.list_topics(topic, timeout=10).topics[topic].partitions
     offsets = c.committed([TopicPartition(topic, p) for p in parts], timeout=10)
     c.close()
@@ -52,7 +52,7 @@ def _verdicts_into_test_table(stack: Any, table: str, partitions: int) -> tuple[
     from confluent_kafka.admin import AdminClient, NewTopic
 
     topic = topics.Topic(f"hadir.test.{table}.{uuid.uuid4().hex[:6]}", "CheckinVerdict", "NIP")
-    admin = AdminClient({"bootstrap.servers": stack.infra.bootstrap})
+    admin = AdminClient(kafka_access.confluent(stack.infra, "admin"))
     admin.create_topics([NewTopic(topic.name, partitions, 1)])[topic.name].result()
     client = connect(stack.infra, "admin")
     client.execute(f"DROP TABLE IF EXISTS {table}")
@@ -64,7 +64,7 @@ def _verdicts_into_test_table(stack: Any, table: str, partitions: int) -> tuple[
 def _sink(stack: Any, topic: topics.Topic, table: str, group: str) -> ClickHouseSink:
     base = next(m for m in mappings(stack) if m.table == "checkins")
     return ClickHouseSink(stack, [dataclasses.replace(base, topic=topic, table=table)],
-                          group_id=group)
+                          group_id=group, principal="admin")  # the test's own topic
 
 
 def _until_fetching(sink: ClickHouseSink) -> None:
@@ -79,7 +79,7 @@ def test_sink_waits_for_clickhouse_loses_nothing_and_is_idempotent(stack) -> Non
     from confluent_kafka import Producer
 
     topic, codec = _verdicts_into_test_table(stack, "sink_test", partitions=3)
-    producer = Producer({"bootstrap.servers": stack.infra.bootstrap})
+    producer = Producer(kafka_access.confluent(stack.infra, "admin"))
     now = datetime.now(UTC).replace(microsecond=0)
     for k in range(1000):
         producer.produce(topic.name, key=str(k).encode(), value=codec.encode(_verdict(k, now)))
@@ -139,7 +139,7 @@ def _dead_letters(settings: Any, source_topic: str, count: int) -> dict[int, dic
     from confluent_kafka import Consumer
 
     codec = AvroCodec(topics.DLQ, Registry(settings.infra.registry))
-    consumer = Consumer({"bootstrap.servers": settings.infra.bootstrap,
+    consumer = Consumer({**kafka_access.confluent(settings.infra, "admin"),
                          "group.id": f"test-dlq-{uuid.uuid4()}", "auto.offset.reset": "earliest"})
     consumer.subscribe([topics.DLQ.name])
     found: dict[int, dict[str, Any]] = {}
@@ -179,7 +179,7 @@ def test_sink_dead_letters_bad_records_and_stores_the_rest(stack) -> None:  # ty
     rest = iter(good)
     values = [bad[i] if i in bad else good[2] + b"\x00\x00" if i == trailing else next(rest)
               for i in range(len(good) + len(bad) + 1)]
-    producer = Producer({"bootstrap.servers": stack.infra.bootstrap})
+    producer = Producer(kafka_access.confluent(stack.infra, "admin"))
     for value in values:
         producer.produce(topic.name, key=b"k", value=value)
     producer.flush(30)

@@ -37,7 +37,7 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from hadir import reports, review, topics
+from hadir import kafka_access, reports, review, topics
 from hadir.config import Settings
 from hadir.dashboard import data, maps
 from hadir.gateway.publisher import Publisher, Unavailable
@@ -108,8 +108,9 @@ class Dashboard:
     async def follow(self) -> list[asyncio.Task[None]]:
         registry = Registry(self.settings.infra.registry)
         self.access_codec = AvroCodec(topics.ACCESS_LOG, registry)
-        self.publisher = Publisher(self.settings.infra.bootstrap, AUDIT_TIMEOUT_S)
-        users = ReferenceFollower(self.settings.infra.bootstrap,
+        self.publisher = Publisher(kafka_access.confluent(self.settings.infra, "reviewer"),
+                                   AUDIT_TIMEOUT_S)
+        users = ReferenceFollower(kafka_access.aiokafka(self.settings.infra, "reviewer"),
                                   {topics.USERS.name: AvroCodec(topics.USERS, registry)},
                                   {topics.USERS.name: self._on_user})
         tasks = [asyncio.create_task(users.run()), asyncio.create_task(self._alerts(registry))]
@@ -121,9 +122,9 @@ class Dashboard:
         from aiokafka import AIOKafkaConsumer
 
         codec = AvroCodec(topics.ALERTS, registry)
-        consumer = AIOKafkaConsumer(topics.ALERTS.name, bootstrap_servers=
-                                    self.settings.infra.bootstrap, group_id=None,
-                                    auto_offset_reset="latest", enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(topics.ALERTS.name, group_id=None,
+                                    auto_offset_reset="latest", enable_auto_commit=False,
+                                    **kafka_access.aiokafka(self.settings.infra, "reviewer"))
         await consumer.start()
         try:
             async for msg in consumer:

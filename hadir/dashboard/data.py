@@ -11,7 +11,7 @@ from collections import Counter
 from datetime import date
 from typing import Any
 
-from hadir import reports, topics
+from hadir import kafka_access, reports, topics
 from hadir.config import Settings
 from hadir.secrets import clickhouse_login
 from hadir.serde import AvroCodec, Registry, SerdeError
@@ -167,7 +167,7 @@ def selfie(settings: Settings, position: str, event_id: str) -> bytes | None:
     where = _RAW_POSITION.fullmatch(position or "")
     if where is None or where[1] != topics.RAW.name:
         return None
-    consumer = Consumer({"bootstrap.servers": settings.infra.bootstrap,
+    consumer = Consumer({**kafka_access.confluent(settings.infra, "reviewer"),
                          "group.id": "hadir-dashboard-selfies", "enable.auto.commit": False,
                          "auto.offset.reset": "error"})
     try:

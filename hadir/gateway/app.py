@@ -43,7 +43,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from hadir import topics
+from hadir import kafka_access, topics
 from hadir.config import Settings
 from hadir.gateway.bodies import (
     AppealBody,
@@ -152,8 +152,10 @@ class Edge:
         self.codecs = {t.name: AvroCodec(t, registry) for t in (
             topics.RAW, topics.DEVICES, topics.ACTIVATIONS, topics.ACCEPTED, topics.APPEALS,
             topics.EXCUSE_REQUESTS)}
-        self.publisher = Publisher(self.settings.infra.bootstrap, self.gateway.kafka_timeout_s)
-        self.follower = ReferenceFollower(self.settings.infra.bootstrap, self.codecs, {
+        self.publisher = Publisher(kafka_access.confluent(self.settings.infra, "gateway"),
+                                   self.gateway.kafka_timeout_s)
+        self.follower = ReferenceFollower(kafka_access.aiokafka(self.settings.infra, "gateway"),
+                                          self.codecs, {
             topics.DEVICES.name: self._on_key, topics.ACTIVATIONS.name: self._on_activation,
             topics.ACCEPTED.name: self._on_accepted,
             topics.APPEALS.name: self._on_appeal,

@@ -22,11 +22,12 @@ class Unavailable(Exception):
 
 
 class Publisher:
-    def __init__(self, bootstrap: str, timeout_s: float) -> None:
+    def __init__(self, client: dict[str, Any], timeout_s: float) -> None:
+        """``client``: the connection settings (hadir/kafka_access.py, as whom)."""
         self.timeout_s = timeout_s
         self.failures = 0  # delivery failures, for /metrics
         self._producer = Producer({
-            "bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+            **client, "enable.idempotence": True, "acks": "all",
             "linger.ms": 2,  # a phone waits for the acknowledgement: batch only what is there
             "message.timeout.ms": int(timeout_s * 1000),
             # murmur2 like the Java client and aiokafka, so keys land where faust expects them

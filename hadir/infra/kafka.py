@@ -12,6 +12,7 @@ from pathlib import Path
 from hadir.config import InfraSettings
 from hadir.infra.process import InfraError, ManagedProcess, port_open, tail
 from hadir.infra.service import LocalService
+from hadir.kafka_access import MECHANISM, confluent, login
 
 HERE = Path(__file__).resolve().parent / "kafka"
 
@@ -69,15 +70,32 @@ class KafkaBroker(LocalService):
 
     def _write_config(self) -> None:
         i = self.infra
+        admin = login(i, "admin")[1]
+        jaas = "org.apache.kafka.common.security"
+        scram = f'{jaas}.scram.ScramLoginModule required username="admin" password="{admin}";'
+        plain = (f'{jaas}.plain.PlainLoginModule required username="admin" password="{admin}" '
+                 f'user_admin="{admin}";')
         self.properties.write_text(f"""# Written by `hadir infra up`; edit hadir/infra/kafka.py.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@{i.kafka_host}:{i.kafka_controller_port}
-listeners=PLAINTEXT://{i.kafka_host}:{i.kafka_port},CONTROLLER://{i.kafka_host}:{i.kafka_controller_port}
-advertised.listeners=PLAINTEXT://{i.kafka_host}:{i.kafka_port}
+listeners=SASL_PLAINTEXT://{i.kafka_host}:{i.kafka_port},CONTROLLER://{i.kafka_host}:{i.kafka_controller_port}
+advertised.listeners=SASL_PLAINTEXT://{i.kafka_host}:{i.kafka_port}
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=SASL_PLAINTEXT
+listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT
+# Clients log in with SCRAM (credentials in the cluster's metadata, made by `hadir infra up`);
+# the controller listener with PLAIN, as the admin, since SCRAM needs the metadata it serves.
+sasl.enabled.mechanisms={MECHANISM}
+sasl.mechanism.inter.broker.protocol={MECHANISM}
+listener.name.sasl_plaintext.{MECHANISM.lower()}.sasl.jaas.config={scram}
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config={plain}
+# Deny by default: each principal may do only what its ACLs (hadir/kafka_access.py) allow.
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:admin
+allow.everyone.if.no.acl.found=false
 log.dirs={self.data}
 num.partitions={i.partitions}
 offsets.topic.replication.factor=1
@@ -86,28 +104,37 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
-auto.create.topics.enable=true
+auto.create.topics.enable=false
 log.retention.hours=168
 message.max.bytes=4194304
 """)
+        self.properties.chmod(0o600)  # it holds the admin's password
 
     def _format(self) -> None:
-        """Format the KRaft storage once; a restart keeps the data."""
+        """Format the KRaft storage once, with the admin's SCRAM credentials (the other
+        principals' are made through the admin client); a restart keeps the data."""
         if (self.data / "meta.properties").exists():
+            if not (self.dir / "sasl").exists():
+                raise InfraError(f"kafka: its data in {self.data} was made before Kafka asked "
+                                 "for logins; stop the stack and delete that folder (its "
+                                 "topics are lost), or `rm -rf` the state folder")
             return
         cluster_id_file = self.dir / "cluster.id"
         if not cluster_id_file.exists():
             cluster_id_file.write_text(new_cluster_id())
         log = self.dir / "format.log"
+        admin = login(self.infra, "admin")[1]
         with log.open("w") as out:
             rc = subprocess.call(
                 ["java", "-cp", f"{self.libs}/*", "kafka.tools.StorageTool", "format",
                  f"--cluster-id={cluster_id_file.read_text().strip()}", "-c", str(self.properties),
+                 "--add-scram", f"{MECHANISM}=[name=admin,password={admin}]",
                  "--ignore-formatted"],
                 stdout=out, stderr=subprocess.STDOUT,
             )
         if rc != 0:
             raise InfraError(f"kafka: formatting storage failed; see {log}:\n{tail(log)}")
+        (self.dir / "sasl").touch()
 
     def healthy(self) -> bool:
         from confluent_kafka.admin import AdminClient
@@ -115,7 +142,7 @@ message.max.bytes=4194304
         if self.infra.managed and not port_open(self.infra.kafka_host, self.infra.kafka_port):
             return False
         try:
-            md = AdminClient({"bootstrap.servers": self.address}).list_topics(timeout=3)
+            md = AdminClient(confluent(self.infra, "admin")).list_topics(timeout=3)
         except Exception:  # any client error means "not ready yet"
             return False
         return bool(md.brokers)

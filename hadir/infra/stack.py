@@ -34,7 +34,7 @@ def services(settings: Settings) -> list[LocalService]:
 
 
 def up(settings: Settings, progress: bool = True) -> list[ServiceStatus]:
-    from hadir import topics
+    from hadir import kafka_access, topics
     from hadir.serde import Registry
     from sinks.migrations import migrate
 
@@ -47,6 +47,7 @@ def up(settings: Settings, progress: bool = True) -> list[ServiceStatus]:
         if progress and service.process.pid() is None:
             print(f"  {service.name:<11} starting on {service.address} ...", flush=True)
         service.up()
+    kafka_access.provision(settings.infra)
     topics.create_all(settings.infra)
     try:
         Registry(settings.infra.registry).register_all()
