@@ -49,6 +49,15 @@ def _benchmarks(text: str) -> str:
     return text
 
 
+def _nip(text: str) -> str:
+    from processors.erasure import check_nip
+
+    try:
+        return check_nip(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _file(text: str) -> Path:
     path = Path(text)
     if not path.is_file():
@@ -282,9 +291,48 @@ def cmd_face(args: argparse.Namespace) -> int:
     if args.action == "compare":
         emit_object(faces.compare(settings, args.a, args.b), args.format,
                     title=f"{args.a} vs {args.b}")
+    elif args.action == "rekey":
+        from hadir import rekey
+
+        emit_object(rekey.rekey(settings, new_key=not args.keep_key), args.format,
+                    title="Face templates sealed with the current key")
     else:
         emit_object(faces.enroll(settings, args.nip, args.images), args.format,
                     title=f"Enrolled {args.nip}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from hadir import export
+    from hadir.output import to_json
+
+    data = export.export(_settings(), args.nip)
+    if args.format == "json":
+        print(to_json(data))
+    else:
+        emit(export.summary(data), "table",
+             title=f"What Hadir holds about {args.nip} (--format json for the records)",
+             columns=export.SUMMARY_COLUMNS)
+    return 0
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    from hadir import erase
+
+    if not args.yes:
+        raise SystemExit(f"hadir erase: this deletes what Hadir holds about {args.nip} but "
+                         "their paid TPP lines, and cannot be undone; give --yes to go ahead")
+    emit(erase.erase(_settings(), args.nip, force=args.force), args.format,
+         title=f"Erased {args.nip} (count: what each step changed now; 0: nothing was left)",
+         columns=erase.COLUMNS)
+    return 0
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    from hadir import retention
+
+    emit(retention.run(_settings()), args.format, title="Retention run",
+         columns=retention.COLUMNS)
     return 0
 
 
@@ -476,7 +524,7 @@ def parser() -> argparse.ArgumentParser:
     _fmt(s, csv=True)
     s.set_defaults(func=cmd_checkins)
 
-    s = sub.add_parser("face", help="compare two face images, or enroll an ASN")
+    s = sub.add_parser("face", help="compare two face images, enroll an ASN, rekey templates")
     fs = s.add_subparsers(dest="action", required=True, metavar="ACTION")
     f = fs.add_parser("compare", help="similarity of the faces in two images")
     f.add_argument("a", type=_file)
@@ -488,6 +536,33 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("images", type=_file, nargs="+")
     _fmt(f)
     f.set_defaults(func=cmd_face)
+    f = fs.add_parser("rekey", help="rotate the template key and seal every template with it")
+    f.add_argument("--keep-key", action="store_true",
+                   help="no new key: only seal again what an older key sealed (a configured "
+                        "key is rotated in the configuration)")
+    _fmt(f)
+    f.set_defaults(func=cmd_face)
+
+    s = sub.add_parser("export", help="everything Hadir holds about one ASN (right of access)")
+    s.add_argument("nip", type=_nip)
+    s.add_argument("--format", choices=("json", "table"), default="json",
+                   help="json (default): the records, for a program or a handover; table: "
+                        "what there is, for people")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("erase", help="offboarding: erase an ASN's data but their paid TPP lines")
+    s.add_argument("nip", type=_nip)
+    s.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
+    s.add_argument("--force", action="store_true",
+                   help="even with attendance in months not closed yet (it is lost for them)")
+    _fmt(s)
+    s.set_defaults(func=cmd_erase)
+
+    s = sub.add_parser("retention", help="apply the retention rules (schedule daily)")
+    rt = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    r = rt.add_parser("run", help="coarsen old positions, set the selfie topics' retention")
+    _fmt(r)
+    r.set_defaults(func=cmd_retention)
 
     s = sub.add_parser("bench", help="run the benchmarks, results as JSON")
     s.add_argument("--only", type=_benchmarks,
@@ -507,6 +582,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from confluent_kafka import KafkaException
 
     from hadir.config import ConfigError
+    from hadir.erase import ErasureRefused
     from hadir.infra.process import InfraError
     from hadir.reports import ReportError
     from hadir.scenario import ScenarioError
@@ -518,7 +594,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
     return (ConfigError, InfraError, ScenarioError, RegistryError, SerdeError, InvalidCheckin,
             FaceModelError, EnrollmentError, TemplateError, FileNotFoundError, PermissionError,
-            TimeoutError, ClickHouseError, KafkaException, ReportError, ReviewError)
+            TimeoutError, ClickHouseError, KafkaException, ReportError, ReviewError,
+            ErasureRefused)
 
 
 def _unreachable(exc: BaseException) -> bool:

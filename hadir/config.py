@@ -13,8 +13,8 @@ later winning:
    or ``HADIR_INFRA_KAFKA_PORT=19092``. Tuples are comma-separated in the environment.
 
 Sections and their fields are the dataclasses below (infra, sink, security, gateway, dashboard)
-and the policies of the processors (geo, face, fraud, attendance), each documented where its
-rule lives.
+and the policies of the processors (geo, face, fraud, attendance, privacy), each documented
+where its rule lives.
 ``hadir config`` prints the effective values.
 """
 
@@ -36,6 +36,7 @@ from processors.attendance import AttendancePolicy
 from processors.face_policy import FacePolicy
 from processors.fraud import FraudPolicy
 from processors.geo import GeoPolicy
+from processors.retention import PrivacyPolicy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,11 +128,19 @@ class SecuritySettings:
     Empty: a key is generated once and kept in the state folder (mode 0600)."""
 
     template_key_hex: str = ""
+    # Older keys (comma-separated, 64 hex characters each) that still open templates sealed
+    # before a rotation, until `hadir face rekey` has sealed them all again with the key above.
+    template_old_keys_hex: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.template_key_hex:  # the value itself is never shown: it is a secret
             _require(re.fullmatch(r"[0-9a-fA-F]{64}", self.template_key_hex) is not None,
                      "template_key_hex", "64 hexadecimal characters (a 256-bit key)", "***")
+        for old in self.template_old_keys_hex:
+            _require(re.fullmatch(r"[0-9a-fA-F]{64}", old) is not None,
+                     "template_old_keys_hex", "64 hexadecimal characters each", "***")
+        _require(not self.template_old_keys_hex or bool(self.template_key_hex),
+                 "template_old_keys_hex", "set with template_key_hex (the current key)", "***")
 
 
 @dataclass(frozen=True)
@@ -208,6 +217,7 @@ class Settings:
     face: FacePolicy = field(default_factory=FacePolicy)
     fraud: FraudPolicy = field(default_factory=FraudPolicy)
     attendance: AttendancePolicy = field(default_factory=AttendancePolicy)
+    privacy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
 
 
 def _convert(name: str, raw: Any, hint: Any) -> Any:
@@ -302,4 +312,6 @@ def as_dict(settings: Settings) -> dict[str, Any]:
                          ("dashboard", "secret_hex")):
         if out[section][key]:
             out[section][key] = "***"
+    out["security"]["template_old_keys_hex"] = ["***"] * len(
+        out["security"]["template_old_keys_hex"])
     return out

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from hadir import kafka_access, topics
-from hadir.config import Settings
+from hadir.config import ConfigError, Settings
 from processors.face import FaceVerifier
-from processors.templates import Template, TemplateCipher
+from processors.templates import Keyring, Template, TemplateCipher
 
 
 def verifier(settings: Settings, threads: int | None = None) -> FaceVerifier:
@@ -25,10 +25,56 @@ def verifier(settings: Settings, threads: int | None = None) -> FaceVerifier:
 
 
 def template_key(settings: Settings) -> bytes:
-    """The AES key that seals face templates: HADIR_SECURITY_TEMPLATE_KEY_HEX, or one generated
-    once into the state folder (mode 0600). Never logged."""
-    if settings.security.template_key_hex:  # checked when the settings were read
-        return bytes.fromhex(settings.security.template_key_hex)
+    """The AES key that seals face templates now: the keyring's current key. Never logged."""
+    ring = template_keyring(settings)
+    return ring.keys[ring.current]
+
+
+KEYRING_FILE = "template-keys"  # in <home>/secrets: one key a line (hex), the last one current
+
+
+def template_keyring(settings: Settings) -> Keyring:
+    """Every template key, by id, and the current one: HADIR_SECURITY_TEMPLATE_KEY_HEX (with
+    HADIR_SECURITY_TEMPLATE_OLD_KEYS_HEX) when configured; else the local stack's keyring in
+    ``<home>/secrets/template-keys`` once a key has been rotated (`hadir face rekey`); else
+    the one key generated once into ``<home>/secrets/template.key`` (mode 0600)."""
+    security = settings.security
+    if security.template_key_hex:  # checked when the settings were read
+        return Keyring.of(bytes.fromhex(security.template_key_hex),
+                          *(bytes.fromhex(k) for k in security.template_old_keys_hex))
+    ring = settings.infra.home_path / "secrets" / KEYRING_FILE
+    if ring.exists():
+        keys = [bytes.fromhex(line) for line in ring.read_text().split() if line]
+        return Keyring.of(keys[-1], *keys[:-1])
+    return Keyring.of(_first_template_key(settings))
+
+
+def rotate_template_key(settings: Settings) -> Keyring:
+    """A new current key on the local stack's keyring, the older ones kept to open what they
+    sealed; returns the new keyring. A configured key is rotated by configuration instead."""
+    if settings.security.template_key_hex:
+        raise ConfigError("the template key is configured (HADIR_SECURITY_TEMPLATE_KEY_HEX): "
+                          "rotate it there (the old one into HADIR_SECURITY_TEMPLATE_OLD_KEYS_HEX"
+                          "), restart the workers, then run `hadir face rekey --keep-key`")
+    old = template_keyring(settings)
+    keys = [*(k for kid, k in old.keys.items() if kid != old.current), old.keys[old.current],
+            secrets.token_bytes(32)]
+    path = settings.infra.home_path / "secrets" / KEYRING_FILE
+    # Written whole under another name (0600), then renamed into place: a worker reading the
+    # keyring meanwhile sees the old one or the new one, never half of one.
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{KEYRING_FILE}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(f"{k.hex()}\n" for k in keys))
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise
+    return template_keyring(settings)
+
+
+def _first_template_key(settings: Settings) -> bytes:
+    """The key a local stack generates for itself the first time one is needed."""
     path = settings.infra.home_path / "secrets" / "template.key"
     if not path.exists():
         # Written whole under another name, then linked into place: workers starting together

@@ -49,6 +49,17 @@ class ReplayIndex:
         for key in self._keys(int(phash, 16)):
             self._by_band.setdefault(key, []).append(phash)
 
+    def forget(self, phash: str) -> None:
+        """Drop a hash (its ASN was erased: ``hadir erase`` tombstones their entries)."""
+        if self.first.pop(phash, None) is None:
+            return
+        for key in self._keys(int(phash, 16)):
+            hashes = self._by_band.get(key, [])
+            if phash in hashes:
+                hashes.remove(phash)
+            if not hashes:
+                self._by_band.pop(key, None)
+
     def check_and_add(self, phash: str, event_id: str, nip: str) -> Finding | None:
         """SELFIE_REPLAY when an earlier event had a hash within ``max_hamming`` bits (the
         nearest one is reported); then remembers this hash. Re-processing the same event (a

@@ -24,7 +24,7 @@ from processors import geo
 from processors.events import Checkin, Finding, InvalidCheckin, Reason
 from processors.face import FaceResult, FaceVerifier
 from processors.replay_index import ReplayIndex
-from processors.templates import TemplateError
+from processors.templates import TemplateError, UnknownKey
 from streams.deadletters import DeadLetters, Undecodable, decoded
 from streams.records import checkin_from_raw, in_progress
 from streams.reference import ReferenceFollower
@@ -90,13 +90,23 @@ def build_intake_app(settings: Settings) -> faust.App:
     outbox = new_outbox(app)
 
     verifier = faces.verifier(settings)
-    cipher = verifier.cipher(faces.template_key(settings))
+    cipher = verifier.cipher(faces.template_keyring(settings))
     if not verifier.liveness_enabled:
         log.warning("liveness check is off: no anti-spoofing model pack configured "
                     "(HADIR_FACE_LIVENESS_DIR); SPOOF is never raised")
     templates: dict[str, np.ndarray] = {}
     replay = ReplayIndex(settings.face.replay_max_hamming, publish=lambda phash, first: outbox.add(
         topics.SELFIES.name, phash.encode(), selfie_codec.encode({"entry": phash, "value": first})))
+
+    def open_template(blob: bytes, nip: str) -> np.ndarray:
+        nonlocal cipher
+        try:
+            return cipher.open(blob, nip).embedding
+        except UnknownKey:
+            # Sealed with a key rotated in since this worker started (`hadir face rekey`):
+            # read the keyring again, once per such template.
+            cipher = verifier.cipher(faces.template_keyring(settings))
+            return cipher.open(blob, nip).embedding
 
     def on_template(key: bytes | None, value: dict[str, Any] | None) -> None:
         nip = (key or b"").decode()
@@ -106,15 +116,17 @@ def build_intake_app(settings: Settings) -> faust.App:
         try:
             if value["nip"] != nip:
                 raise TemplateError(f"the record's NIP is {value['nip']}")
-            templates[nip] = cipher.open(value["sealed"], nip).embedding
+            templates[nip] = open_template(value["sealed"], nip)
         except TemplateError as exc:
             # Enrolled with another pack or key, or not this ASN's: the ASN must be
             # re-enrolled; until then their check-ins say NO_TEMPLATE for a person to handle.
             templates.pop(nip, None)
             log.error("face template under key %s cannot be used: %s", nip, exc)
 
-    def on_selfie(_key: bytes | None, value: dict[str, Any] | None) -> None:
-        if value is None:
+    def on_selfie(key: bytes | None, value: dict[str, Any] | None) -> None:
+        if value is None:  # an erased ASN's entry (`hadir erase`)
+            if key is not None and _PHASH.fullmatch(key.decode(errors="replace")):
+                replay.forget(key.decode())
             return
         if _PHASH.fullmatch(value["entry"]) is None:  # a reference record is input too
             log.error("selfie index entry %.40r is not a perceptual hash; ignored",

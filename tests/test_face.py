@@ -296,7 +296,7 @@ def test_template_seal_and_open(verifier: FaceVerifier, template: Template) -> N
     np.testing.assert_array_equal(opened.embedding, template.embedding)
     assert "embedding" not in repr(template) and key.hex() not in repr(cipher)
 
-    with pytest.raises(TemplateError, match="wrong key"):
+    with pytest.raises(TemplateError, match="not on this keyring"):
         TemplateCipher(bytes(32), verifier.pack_id).open(blob, NIP)
     with pytest.raises(TemplateError, match="damaged"):
         cipher.open(blob[:-1] + bytes([blob[-1] ^ 1]), NIP)
@@ -307,7 +307,7 @@ def test_template_seal_and_open(verifier: FaceVerifier, template: Template) -> N
     with pytest.raises(TemplateError, match="re-enroll"):
         other.open(blob, NIP)
     # The pack id is authenticated: relabelling the blob for another pack breaks it.
-    relabelled = other._header + blob[len(cipher._header):]
+    relabelled = other._pack_header + blob[len(cipher._pack_header):]
     with pytest.raises(TemplateError, match="wrong key"):
         other.open(relabelled, NIP)
     with pytest.raises(TemplateError, match="cannot be sealed"):
