@@ -18,8 +18,9 @@ from typing import Any
 
 from hadir import topics
 from hadir.config import Settings
-from hadir.kafka_records import retention, set_retention
+from hadir.kafka_records import placements, retention, set_retention, write
 from hadir.mutations import Mutations
+from hadir.serde import AvroCodec, Registry
 from processors.retention import (
     CENTRE_TOLERANCE_DEG,
     cell_centre,
@@ -27,6 +28,7 @@ from processors.retention import (
     cutoff,
     is_coarse,
     retention_ms,
+    sighted_before,
     topic_changes,
 )
 
@@ -38,7 +40,24 @@ SELFIE_TOPICS = (topics.RAW, topics.DLQ)
 def run(settings: Settings, now: datetime | None = None) -> list[dict[str, Any]]:
     """Apply the retention rules; one line per store with what changed (0: nothing to do)."""
     now = now or datetime.now(UTC)
-    return [coarsen_checkins(settings, now), *selfie_topics(settings)]
+    return [coarsen_checkins(settings, now), *selfie_topics(settings),
+            forget_selfie_hashes(settings, now)]
+
+
+def forget_selfie_hashes(settings: Settings, now: datetime) -> dict[str, Any]:
+    """Tombstones for the replay index's entries first seen before its window: every intake
+    worker forgets them, and compaction removes them from the topic."""
+    days = settings.privacy.selfie_hashes_days
+    before_ms = int(cutoff(now, days).timestamp() * 1000)
+    codec = AvroCodec(topics.SELFIES, Registry(settings.infra.registry))
+    old = [(partition, key, None)
+           for key, where in placements(settings, topics.SELFIES).items()
+           for partition, found in where.items()
+           if found.value is not None
+           and sighted_before(codec.decode(found.value)["value"], before_ms)]
+    write(settings, topics.SELFIES.name, old)
+    return {"store": f"Kafka {topics.SELFIES.name}", "what": "selfie fingerprints forgotten",
+            "changed": len(old), "detail": f"first seen more than {days} days ago"}
 
 
 def coarsen_checkins(settings: Settings, now: datetime) -> dict[str, Any]:

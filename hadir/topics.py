@@ -100,8 +100,8 @@ def partitions(topic: Topic, infra: InfraSettings) -> int:
     return infra.partitions
 
 
-def _topic_config(t: Topic) -> dict[str, str]:
-    retention = {"retention.ms": str((t.retention_days or 7) * 24 * 3600 * 1000)}
+def _topic_config(t: Topic, days: int | None = None) -> dict[str, str]:
+    retention = {"retention.ms": str((days or t.retention_days or 7) * 24 * 3600 * 1000)}
     if not t.compacted:
         return retention
     if t.retention_days:
@@ -110,9 +110,11 @@ def _topic_config(t: Topic) -> dict[str, str]:
     return {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
 
 
-def create_all(infra: InfraSettings, timeout: float = 30.0) -> list[str]:
+def create_all(infra: InfraSettings, timeout: float = 30.0,
+               retention_days: dict[str, int] | None = None) -> list[str]:
     """Create the topics (and the table changelogs) that do not exist yet; returns the names
-    created."""
+    created. ``retention_days``: a topic's retention where configuration sets it (the selfie
+    topics': privacy.selfies_days)."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     from hadir import kafka_access
@@ -121,7 +123,7 @@ def create_all(infra: InfraSettings, timeout: float = 30.0) -> list[str]:
     existing = set(admin.list_topics(timeout=timeout).topics)
     new = [
         NewTopic(t.name, num_partitions=partitions(t, infra), replication_factor=1,
-                 config=_topic_config(t))
+                 config=_topic_config(t, (retention_days or {}).get(t.name)))
         for t in ALL if t.name not in existing
     ] + [
         NewTopic(c.name, num_partitions=partitions(c.like, infra), replication_factor=1,

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import date
 from enum import Enum
 
+from processors.replay_index import sighting
+
 ERASED = "[erased]"
 NIP_PATTERN = re.compile(r"(?<!\d)\d{18}(?!\d)")
 
@@ -79,10 +81,12 @@ def check_nip(nip: str) -> str:
 
 
 def names_nip(selfie_entry_value: str, nip: str) -> bool:
-    """Whether a selfie-index entry (``'<event_id> <nip>'``, hadir.internal.selfies) is the
-    person's."""
-    parts = selfie_entry_value.split(" ")
-    return len(parts) == 2 and parts[1] == nip
+    """Whether a selfie-index entry (hadir.internal.selfies, processors/replay_index.py) is
+    the person's."""
+    try:
+        return sighting(selfie_entry_value).nip == nip
+    except ValueError:
+        return False
 
 
 def unpaid_months(data_months: set[str], closed: set[str]) -> list[str]:

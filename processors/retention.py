@@ -17,6 +17,8 @@ from datetime import datetime, timedelta
 
 import h3
 
+from processors.replay_index import sighting
+
 DAY_MS = 24 * 3600 * 1000
 # A position within this many degrees (about 0.1 mm) of its cell's centre counts as coarsened:
 # the centre travels through SQL text and back as a float, so equality is not to be trusted.
@@ -29,9 +31,11 @@ class PrivacyPolicy:
 
     coordinates_days: int = 90  # exact GPS fixes in ClickHouse; then the H3 cell's centre
     selfies_days: int = 30  # hadir.checkins.raw and hadir.checkins.dlq (retention.ms)
+    # selfie fingerprints (the replay index): a re-used selfie is caught within this window
+    selfie_hashes_days: int = 400
 
     def __post_init__(self) -> None:
-        for name in ("coordinates_days", "selfies_days"):
+        for name in ("coordinates_days", "selfies_days", "selfie_hashes_days"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 36500:
                 raise ValueError(f"privacy.{name} must be a whole number of days in 1..36500, "
@@ -88,3 +92,12 @@ def topic_changes(current: dict[str, int | None], wanted: dict[str, int]) -> dic
     the topic does not exist, and is left to ``hadir infra up``), ``wanted`` as configured."""
     return {name: ms for name, ms in wanted.items()
             if name in current and current[name] is not None and current[name] != ms}
+
+
+def sighted_before(selfie_entry_value: str, before_ms: int) -> bool:
+    """Whether a replay-index entry's first sighting is older than ``before_ms``; an entry
+    that cannot be read is too (nothing can use it)."""
+    try:
+        return sighting(selfie_entry_value).at_ms < before_ms
+    except ValueError:
+        return True

@@ -24,9 +24,10 @@ from processors import geo
 from processors.events import Checkin, Finding, InvalidCheckin, Reason
 from processors.face import FaceResult, FaceVerifier
 from processors.replay_index import ReplayIndex
+from processors.retention import DAY_MS
 from processors.templates import TemplateError, UnknownKey
 from streams.deadletters import DeadLetters, Undecodable, decoded
-from streams.records import checkin_from_raw, in_progress
+from streams.records import checkin_from_raw, epoch_ms, in_progress
 from streams.reference import ReferenceFollower
 from streams.stage import crash_only, input_batches, new_app, new_outbox, raw_topic
 
@@ -95,8 +96,11 @@ def build_intake_app(settings: Settings) -> faust.App:
         log.warning("liveness check is off: no anti-spoofing model pack configured "
                     "(HADIR_FACE_LIVENESS_DIR); SPOOF is never raised")
     templates: dict[str, np.ndarray] = {}
-    replay = ReplayIndex(settings.face.replay_max_hamming, publish=lambda phash, first: outbox.add(
-        topics.SELFIES.name, phash.encode(), selfie_codec.encode({"entry": phash, "value": first})))
+    replay = ReplayIndex(
+        settings.face.replay_max_hamming, settings.privacy.selfie_hashes_days * DAY_MS,
+        publish=lambda phash, first: outbox.add(topics.SELFIES.name, phash.encode(),
+                                                selfie_codec.encode({"entry": phash,
+                                                                     "value": first})))
 
     def open_template(blob: bytes, nip: str) -> np.ndarray:
         nonlocal cipher
@@ -128,11 +132,12 @@ def build_intake_app(settings: Settings) -> faust.App:
             if key is not None and _PHASH.fullmatch(key.decode(errors="replace")):
                 replay.forget(key.decode())
             return
-        if _PHASH.fullmatch(value["entry"]) is None:  # a reference record is input too
-            log.error("selfie index entry %.40r is not a perceptual hash; ignored",
-                      value["entry"])
-            return
-        replay.learn(value["entry"], value["value"])
+        try:  # a reference record is input too
+            if _PHASH.fullmatch(value["entry"]) is None:
+                raise ValueError(f"{value['entry'][:40]!r} is not a perceptual hash")
+            replay.learn(value["entry"], value["value"])
+        except ValueError as exc:
+            log.error("selfie index entry ignored: %s", exc)
 
     follower = ReferenceFollower(kafka_access.aiokafka(settings.infra, "intake"), {
         topics.FACES.name: AvroCodec(topics.FACES, registry),
@@ -192,7 +197,8 @@ def build_intake_app(settings: Settings) -> faust.App:
                     found.append(Finding(Reason.NO_TEMPLATE, {"nip": checkin.nip}))
                 similarity, spoof = result.similarity, result.spoof_score
                 found.extend(result.findings)
-                again = replay.check_and_add(result.phash, checkin.event_id, checkin.nip)
+                again = replay.check_and_add(result.phash, checkin.event_id, checkin.nip,
+                                             epoch_ms(checkin.server_time))
                 if again:
                     found.append(again)
             m = event.message

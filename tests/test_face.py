@@ -30,6 +30,7 @@ from processors.templates import Template, TemplateCipher, TemplateError
 from tests.paths import FACES, LIVENESS
 
 NIP = "198001012005011001"
+AT_MS = 1_796_000_000_000  # a check-in's server time, 2026-12
 
 
 def photo(name: str) -> bytes:
@@ -337,14 +338,14 @@ def test_replayed_selfie_is_found_and_fresh_ones_are_not(verifier: FaceVerifier)
     originals = sorted(FACES.glob("*.jpg"))
     for i, path in enumerate(originals):  # 64 different photos, several of the same people
         data = path.read_bytes()
-        assert index.check_and_add(decode_image(data).phash, f"e{i}", f"nip{i}") is None
-        assert index.check_and_add(decode_image(data).phash, f"e{i}", f"nip{i}") is None
+        assert index.check_and_add(decode_image(data).phash, f"e{i}", f"nip{i}", AT_MS) is None
+        assert index.check_and_add(decode_image(data).phash, f"e{i}", f"nip{i}", AT_MS) is None
     image = upright("img7.jpg")
     copies = [encode(image, quality=40),
               encode(image.resize((image.width // 3, image.height // 3))),
               encode(ImageEnhance.Brightness(image).enhance(0.8), "PNG")]
     for n, data in enumerate(copies):
-        finding = index.check_and_add(decode_image(data).phash, f"replay{n}", "nipX")
+        finding = index.check_and_add(decode_image(data).phash, f"replay{n}", "nipX", AT_MS)
         assert finding is not None and finding.reason is Reason.SELFIE_REPLAY
         original = originals.index(FACES / "img7.jpg")
         assert finding.evidence["original_event_id"] == f"e{original}"
@@ -357,15 +358,15 @@ def test_replay_index_bands_find_every_near_hash() -> None:
     for max_hamming in (0, 3, 8):
         index = ReplayIndex(max_hamming)
         base = int(rng.integers(0, 2**63)) * 2 + 1
-        index.check_and_add(f"{base:016x}", "e0", "n0")
+        index.check_and_add(f"{base:016x}", "e0", "n0", AT_MS)
         for trial in range(20):
             bits = rng.choice(64, size=max_hamming, replace=False)
             near = base ^ sum(1 << int(b) for b in bits)
-            found = index.check_and_add(f"{near:016x}", f"near{trial}", "n1")
+            found = index.check_and_add(f"{near:016x}", f"near{trial}", "n1", AT_MS)
             assert found is not None and found.evidence["hamming"] <= max_hamming
         far = base ^ sum(1 << int(b) for b in rng.choice(64, size=max_hamming + 30,
                                                           replace=False))
-        assert index.check_and_add(f"{far:016x}", "far", "n2") is None
+        assert index.check_and_add(f"{far:016x}", "far", "n2", AT_MS) is None
 
 
 def test_phash_separates_distinct_photos(verifier: FaceVerifier) -> None:
@@ -473,17 +474,38 @@ def test_replay_index_workers_share_one_record_per_new_hash() -> None:
     rng = np.random.default_rng(3)
     hashes = [f"{int(h):016x}" for h in rng.integers(0, 2**63, size=2000)]
     for n, h in enumerate(hashes):
-        one.check_and_add(h, f"e{n}", f"n{n}")
-    one.check_and_add(hashes[0], "e0", "n0")  # a redelivery: nothing new to publish
-    assert published == [(h, f"e{n} n{n}") for n, h in enumerate(hashes)]
+        one.check_and_add(h, f"e{n}", f"n{n}", AT_MS)
+    one.check_and_add(hashes[0], "e0", "n0", AT_MS)  # a redelivery: nothing new to publish
+    assert published == [(h, f"e{n} n{n} {AT_MS}") for n, h in enumerate(hashes)]
     other = ReplayIndex(8)
     for phash, first in published:
         other.learn(phash, first)
     near = f"{int(hashes[1500], 16) ^ 0b101:016x}"  # 2 bits away
-    found = other.check_and_add(near, "e-replay", "n-other")
+    found = other.check_and_add(near, "e-replay", "n-other", AT_MS)
     assert found is not None and found.evidence["original_event_id"] == "e1500"
     assert found.evidence == {"original_event_id": "e1500", "original_nip": "n1500",
                               "hamming": 2}
+
+
+def test_the_replay_index_keeps_a_window() -> None:
+    """A sighting older than the window before a check-in no longer counts: the same hash is
+    then a new first sighting, published again, and the earliest sighting of a hash wins."""
+    day = 24 * 3600 * 1000
+    published: list[tuple[str, str]] = []
+    index = ReplayIndex(8, 400 * day, publish=lambda phash, first: published.append((phash, first)))
+    assert index.check_and_add("00000000000000ff", "e-old", "n1", AT_MS) is None
+    later = AT_MS + 399 * day
+    found = index.check_and_add("00000000000000fe", "e-again", "n2", later)
+    assert found is not None and found.evidence["original_event_id"] == "e-old"
+    much_later = AT_MS + 401 * day  # e-old left the window, e-again is still in it
+    found = index.check_and_add("00000000000000ff", "e-new", "n3", much_later)
+    assert found is not None and found.evidence["original_event_id"] == "e-again"
+    assert published[-1] == ("00000000000000ff", f"e-new n3 {much_later}")
+    assert index.check_and_add("00000000000000ff", "e-last", "n4", AT_MS + 900 * day) is None
+    index.learn("00000000000000ff", f"e-old n1 {AT_MS}")  # an older sighting from elsewhere
+    assert index.first["00000000000000ff"].event_id == "e-old"
+    with pytest.raises(ValueError, match="not a selfie index entry"):
+        index.learn("0000000000000001", "e-1 n1")
 
 
 def test_a_multi_picture_jpeg_is_its_first_picture() -> None:

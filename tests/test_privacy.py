@@ -13,7 +13,18 @@ from typing import Any
 
 import pytest
 
-from hadir import devices, erase, export, faces, rekey, retention, review, topics, workers
+from hadir import (
+    devices,
+    erase,
+    export,
+    faces,
+    kafka_io,
+    rekey,
+    retention,
+    review,
+    topics,
+    workers,
+)
 from hadir.infra.process import wait_until
 from hadir.kafka_records import placements
 from hadir.output import to_json
@@ -191,6 +202,11 @@ def test_retention_run_leaves_no_exact_old_position(pipe: Pipeline) -> None:
 
     report = {r["store"]: r for r in retention.run(pipe.settings)}
     assert report["ClickHouse checkins"]["changed"] >= 1
+    # the old selfie's fingerprint left the replay index's window: tombstoned
+    assert report[f"Kafka {topics.SELFIES.name}"]["changed"] >= 1
+    first_seen = {v["value"].split(" ")[0]
+                  for v in kafka_io.latest(pipe.settings, topics.SELFIES).values() if v}
+    assert ids[0] not in first_seen and ids[1] in first_seen
 
     cut = datetime.now(UTC) - timedelta(days=pipe.settings.privacy.coordinates_days)
     rows = pipe.rows("SELECT lat, lon, h3_cell, event_id FROM checkins "

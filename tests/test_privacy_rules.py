@@ -31,6 +31,7 @@ from processors.retention import (
     is_coarse,
     is_old,
     retention_ms,
+    sighted_before,
     topic_changes,
 )
 from processors.templates import (
@@ -125,10 +126,17 @@ def test_a_nip_is_18_digits() -> None:
 
 
 def test_selfie_index_entries_are_matched_on_their_nip_only() -> None:
-    assert names_nip(f"e-1 {NIP}", NIP)
-    assert not names_nip(f"e-1 {OTHER}", NIP)
-    assert not names_nip(f"{NIP} {OTHER}", NIP)  # an event id that looks like the NIP
+    assert names_nip(f"e-1 {NIP} 1796000000000", NIP)
+    assert not names_nip(f"e-1 {OTHER} 1796000000000", NIP)
+    assert not names_nip(f"{NIP} {OTHER} 1796000000000", NIP)  # an event id like the NIP
     assert not names_nip(NIP, NIP)
+    assert not names_nip(f"e-1 {NIP}", NIP)  # not an entry at all
+
+
+def test_selfie_fingerprints_leave_with_their_window() -> None:
+    assert sighted_before(f"e-1 {NIP} 1000", 1001)
+    assert not sighted_before(f"e-1 {NIP} 1001", 1001)
+    assert sighted_before("garbage", 1001)  # nothing can use it
 
 
 def test_open_months_with_attendance_block_erasure() -> None:
@@ -146,13 +154,13 @@ def test_an_export_names_nobody_else() -> None:
 
 def test_the_replay_index_forgets_an_erased_hash() -> None:
     index = ReplayIndex(8)
-    index.learn("00000000000000ff", f"e-1 {NIP}")
-    assert index.check_and_add("00000000000000fe", "e-2", OTHER) is not None
+    index.learn("00000000000000ff", f"e-1 {NIP} 1796000000000")
+    assert index.check_and_add("00000000000000fe", "e-2", OTHER, 1796000000000) is not None
     index.forget("00000000000000ff")
     index.forget("00000000000000ff")  # twice is fine
     assert "00000000000000ff" not in index.first
     # what is left still works: e-2's own hash is known, the erased one is not
-    found = index.check_and_add("00000000000000fc", "e-3", OTHER)
+    found = index.check_and_add("00000000000000fc", "e-3", OTHER, 1796000000000)
     assert found is not None and found.evidence["original_event_id"] == "e-2"
 
 

@@ -48,7 +48,9 @@ def up(settings: Settings, progress: bool = True) -> list[ServiceStatus]:
             print(f"  {service.name:<11} starting on {service.address} ...", flush=True)
         service.up()
     kafka_access.provision(settings.infra)
-    topics.create_all(settings.infra)
+    selfies = settings.privacy.selfies_days  # the only topics that keep selfies
+    topics.create_all(settings.infra, retention_days={topics.RAW.name: selfies,
+                                                      topics.DLQ.name: selfies})
     try:
         Registry(settings.infra.registry).register_all()
     except Exception as exc:
