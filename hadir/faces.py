@@ -115,7 +115,10 @@ def enroll(settings: Settings, nip: str, images: list[Path]) -> dict[str, Any]:
     template = v.enroll([p.read_bytes() for p in images])
     stack.up(settings, progress=False)
     codec = AvroCodec(topics.FACES, Registry(settings.infra.registry))
-    producer = Producer(kafka_access.confluent(settings.infra, "admin"))
+    # murmur2 like kafka_io.publish and replay: one NIP's templates on one partition, so the
+    # newest is the one the intake keeps
+    producer = Producer({**kafka_access.confluent(settings.infra, "admin"),
+                         "partitioner": "murmur2_random"})
     producer.produce(topics.FACES.name, key=nip.encode(),
                      value=codec.encode(template_record(nip, template, v.cipher(
                          template_key(settings)))))
