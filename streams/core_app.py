@@ -13,6 +13,7 @@ a stage batch sends to one partition, so faust handles one record per batch and 
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,6 +24,7 @@ from hadir import kafka_access, topics
 from hadir.config import Settings
 from hadir.serde import AvroCodec, Registry
 from processors.attendance import Excuse, ExcuseKind
+from processors.events import NIP_PATTERN, TEXT_MAX
 from processors.geo import GeofenceError, Geofences, office_from_feature
 from streams.core import Reference, device_step, person_step
 from streams.deadletters import DeadLetters
@@ -117,8 +119,11 @@ def _employee(ref: Reference, key: bytes | None, value: dict[str, Any] | None) -
     nip = (key or b"").decode()
     if value is None:
         ref.employees.pop(nip, None)
-    else:
-        ref.employees[value["nip"]] = value
+        return
+    if not re.fullmatch(NIP_PATTERN, value["nip"]) or len(value["office_id"]) > TEXT_MAX:
+        raise ValueError(f"employee record with NIP {value['nip'][:40]!r} and office id of "
+                         f"{len(value['office_id'])} characters: out of bounds")
+    ref.employees[value["nip"]] = value
 
 
 def _office(ref: Reference, key: bytes | None, value: dict[str, Any] | None) -> None:

@@ -76,7 +76,7 @@ class ReferenceFollower:
         try:
             record = None if value is None else self.codecs[topic].decode(value)
             self.handlers[topic](key, record)
-        except (SerdeError, ValueError, KeyError) as exc:
+        except (SerdeError, ValueError, KeyError, TypeError, AttributeError) as exc:
             # Reference records are published by `hadir replay` after validation; a bad one is
             # logged and skipped so the rest of the reference data still loads.
             log.error("skipping bad reference record %s@%d: %s", topic, offset, exc)

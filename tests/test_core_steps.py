@@ -9,6 +9,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from processors.attendance import Excuse, ExcuseKind
 from processors.events import Checkin, CheckinType, Finding, Reason
 from processors.fraud import FraudPolicy, alert_id
@@ -211,3 +213,19 @@ def test_an_offline_check_in_is_judged_at_its_capture_time() -> None:
     held["client_time"] = int(captured.timestamp() * 1000)
     reasons, _ = _person(held, None)
     assert reasons == {"OFFLINE_DELAYED"}
+
+
+def test_an_employee_record_out_of_bounds_is_refused_not_kept() -> None:
+    """A reference record is input too: the follower logs and skips what this refuses."""
+    from streams.core_app import _employee
+
+    ref = _reference()
+    good = {"nip": "199001012015011002", "office_id": "KOBA", "name": "Siti"}
+    _employee(ref, good["nip"].encode(), good)
+    assert ref.employees[good["nip"]] == good
+    for bad in ({**good, "nip": "1" * 2_000_000}, {**good, "nip": "12345"},
+                {**good, "office_id": "x" * 65}):
+        with pytest.raises(ValueError, match="out of bounds"):
+            _employee(ref, b"k", bad)
+    _employee(ref, good["nip"].encode(), None)
+    assert good["nip"] not in ref.employees
