@@ -7,7 +7,7 @@ import itertools
 import json
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from hadir import faces, kafka_access, topics
 from hadir.config import Settings
 from hadir.generate import FreshShots, SelfieCamera, load_photo
 from hadir.serde import AvroCodec, Registry
+from processors.attendance import WorkCalendar
 from sinks.connection import connect
 from tests.paths import FACES as FACES_DIR
 
@@ -207,3 +208,23 @@ def no_face_jpeg() -> bytes:
     ok, data = cv2.imencode(".jpg", img)
     assert ok
     return data.tobytes()
+
+
+def working_days(pipe: Pipeline, month: date, n: int) -> list[date]:
+    """The month's first ``n`` working days."""
+    cal = WorkCalendar(pipe.settings.attendance)
+    days = [month + timedelta(days=k) for k in range(28)]
+    return [d for d in days if cal.schedule_minutes(d) is not None][:n]
+
+
+def wib(day: date, hh: int, mm: int) -> datetime:
+    """``hh:mm`` of ``day`` in Bangka Tengah (WIB, UTC+7), as UTC."""
+    return datetime(day.year, day.month, day.day, hh, mm, tzinfo=UTC) - timedelta(hours=7)
+
+
+def new_office(pipe: Pipeline, prefix: str) -> str:
+    """A test office of its own (the test geofence), published; its id."""
+    office_id = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    pipe.publish(topics.OFFICES, office_id, {"office_id": office_id, "name": office_id,
+                                             "geometry": json.dumps(OFFICE)})
+    return office_id

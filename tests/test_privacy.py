@@ -4,7 +4,6 @@ erasure, the retention run, and rotating the template key, each checked where th
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,12 +27,11 @@ from hadir import (
 from hadir.infra.process import wait_until
 from hadir.kafka_records import placements
 from hadir.output import to_json
-from processors.attendance import WorkCalendar
 from processors.retention import CENTRE_TOLERANCE_DEG, cell_centre, retention_ms
 from processors.templates import TemplateCipher
 from sinks.connection import connect
 from tests.paths import FACES
-from tests.pipeline_helpers import KOBA, OFFICE, Pipeline, selfie
+from tests.pipeline_helpers import KOBA, Pipeline, new_office, selfie, wib, working_days
 
 pytestmark = pytest.mark.infra
 
@@ -51,20 +49,7 @@ def pipe(stack) -> Iterator[Pipeline]:  # type: ignore[no-untyped-def]
 
 
 def _day(pipe: Pipeline, n: int) -> date:
-    cal = WorkCalendar(pipe.settings.attendance)
-    days = [MONTH + timedelta(days=k) for k in range(28)]
-    return [d for d in days if cal.schedule_minutes(d) is not None][n]
-
-
-def _at(day: date, hh: int, mm: int) -> datetime:
-    return datetime(day.year, day.month, day.day, hh, mm, tzinfo=UTC) - timedelta(hours=7)
-
-
-def _office(pipe: Pipeline) -> str:
-    office_id = f"PDP-{uuid.uuid4().hex[:6]}"
-    pipe.publish(topics.OFFICES, office_id, {"office_id": office_id, "name": office_id,
-                                             "geometry": json.dumps(OFFICE)})
-    return office_id
+    return working_days(pipe, MONTH, n + 1)[n]
 
 
 def _where_nip_is(pipe: Pipeline, nip: str) -> dict[str, int]:
@@ -94,10 +79,10 @@ def _holdings(pipe: Pipeline, nip: str, office: str, other: str) -> list[str]:
     appeal, a decision, a phone key, an access-log entry; ``other`` borrows their phone once,
     and each one's decision note names the other. Returns the person's event ids."""
     first, second = _day(pipe, 0), _day(pipe, 1)
-    records = [pipe.checkin(nip, at=_at(first, 7, 20), selfie=selfie(ME_AGAIN)),
-               pipe.checkin(nip, at=_at(first, 16, 40), kind="OUT", selfie=selfie(ME_AGAIN)),
-               pipe.checkin(nip, at=_at(second, 7, 25), selfie=None)]
-    borrowed = pipe.checkin(other, at=_at(first, 7, 30), device=f"dev-{nip}",
+    records = [pipe.checkin(nip, at=wib(first, 7, 20), selfie=selfie(ME_AGAIN)),
+               pipe.checkin(nip, at=wib(first, 16, 40), kind="OUT", selfie=selfie(ME_AGAIN)),
+               pipe.checkin(nip, at=wib(second, 7, 25), selfie=None)]
+    borrowed = pipe.checkin(other, at=wib(first, 7, 30), device=f"dev-{nip}",
                             selfie=selfie(FACES / "img3.jpg"))
     pipe.submit(*records)
     ids = [str(r["event_id"]) for r in records]
@@ -138,7 +123,7 @@ def _holdings(pipe: Pipeline, nip: str, office: str, other: str) -> list[str]:
 
 
 def test_export_then_erase_leaves_only_the_paid_tpp_lines(pipe: Pipeline) -> None:
-    office = _office(pipe)
+    office = new_office(pipe, "PDP")
     nip = pipe.employee(photo=ME, office_id=office)
     other = pipe.employee(photo=FACES / "img3.jpg", office_id=office)
     ids = _holdings(pipe, nip, office, other)
@@ -191,9 +176,9 @@ def test_export_then_erase_leaves_only_the_paid_tpp_lines(pipe: Pipeline) -> Non
 
 
 def test_retention_run_leaves_no_exact_old_position(pipe: Pipeline) -> None:
-    nip = pipe.employee(photo=ME, office_id=_office(pipe))
+    nip = pipe.employee(photo=ME, office_id=new_office(pipe, "PDP"))
     lat, lon = KOBA[0] + 0.00011, KOBA[1] - 0.00013
-    old = pipe.checkin(nip, at=_at(_day(pipe, 3), 7, 10), lat=lat, lon=lon,
+    old = pipe.checkin(nip, at=wib(_day(pipe, 3), 7, 10), lat=lat, lon=lon,
                        selfie=selfie(ME_AGAIN))
     recent = pipe.checkin(nip, lat=lat, lon=lon, selfie=selfie(ME_AGAIN))
     pipe.submit(old, recent)
@@ -236,7 +221,7 @@ def _checkin_matches(pipe: Pipeline, nip: str) -> dict[str, Any]:
 
 
 def test_rekey_keeps_every_template_matching(pipe: Pipeline) -> None:
-    nip = pipe.employee(photo=ME, office_id=_office(pipe))
+    nip = pipe.employee(photo=ME, office_id=new_office(pipe, "PDP"))
     before = _checkin_matches(pipe, nip)
     assert "NO_TEMPLATE" not in before["reasons"] and before["face_similarity"] is not None
     old = faces.template_keyring(pipe.settings)

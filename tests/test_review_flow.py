@@ -16,10 +16,9 @@ import requests
 from hadir import deadletters, devices, reports, review, topics, workers
 from hadir.infra.process import wait_until
 from hadir.phone import Phone, gateway_url
-from processors.attendance import WorkCalendar
 from processors.review import Decision, DecisionKind, ReviewError, standing
 from tests.paths import FACES
-from tests.pipeline_helpers import OFFICE, Pipeline, selfie
+from tests.pipeline_helpers import Pipeline, new_office, selfie, wib, working_days
 
 pytestmark = pytest.mark.infra
 
@@ -43,27 +42,10 @@ def pipe(stack) -> Iterator[Pipeline]:  # type: ignore[no-untyped-def]
     p.close()
 
 
-def _working_days(pipe: Pipeline, month: date, n: int) -> list[date]:
-    cal = WorkCalendar(pipe.settings.attendance)
-    days = [month + timedelta(days=k) for k in range(28)]
-    return [d for d in days if cal.schedule_minutes(d) is not None][:n]
-
-
-def _at(day: date, hh: int, mm: int) -> datetime:
-    return datetime(day.year, day.month, day.day, hh, mm, tzinfo=UTC) - timedelta(hours=7)
-
-
-def _office(pipe: Pipeline) -> str:
-    office_id = f"REV-{uuid.uuid4().hex[:6]}"
-    pipe.publish(topics.OFFICES, office_id, {"office_id": office_id, "name": office_id,
-                                             "geometry": json.dumps(OFFICE)})
-    return office_id
-
-
 def _day(pipe: Pipeline, nip: str, day: date, with_selfie: bool) -> list[str]:
     """An IN at 07:20 and an OUT at 16:40 WIB: both accepted with a selfie, both rejected
     (NO_SELFIE) without."""
-    records = [pipe.checkin(nip, at=_at(day, h, m), kind=kind,
+    records = [pipe.checkin(nip, at=wib(day, h, m), kind=kind,
                             selfie=selfie(ME_AGAIN) if with_selfie else None)
                for h, m, kind in ((7, 20, "IN"), (16, 40, "OUT"))]
     pipe.submit(*records)
@@ -81,8 +63,8 @@ def _decision(event_id: str, kind: DecisionKind, at: datetime) -> Decision:
 
 def test_a_decision_changes_exactly_its_day(pipe: Pipeline) -> None:
     month = date(2031, 3, 1)
-    first, second = _working_days(pipe, month, 2)
-    nip = pipe.employee(photo=ME, office_id=_office(pipe))
+    first, second = working_days(pipe, month, 2)
+    nip = pipe.employee(photo=ME, office_id=new_office(pipe, "REV"))
     ids = _day(pipe, nip, first, True) + _day(pipe, nip, second, False)
     found = pipe.verdicts(ids)
     assert [found[e]["verdict"] for e in ids] == ["ACCEPTED", "ACCEPTED", "REJECTED",
@@ -105,8 +87,8 @@ def test_a_decision_changes_exactly_its_day(pipe: Pipeline) -> None:
 
 def test_the_newest_decision_stands_whatever_order_they_arrive_in(pipe: Pipeline) -> None:
     month = date(2031, 4, 1)
-    [day] = _working_days(pipe, month, 1)
-    nip = pipe.employee(photo=ME, office_id=_office(pipe))
+    [day] = working_days(pipe, month, 1)
+    nip = pipe.employee(photo=ME, office_id=new_office(pipe, "REV"))
     ids = _day(pipe, nip, day, False)
     pipe.verdicts(ids)
     t = datetime.now(UTC)
@@ -123,8 +105,8 @@ def test_the_newest_decision_stands_whatever_order_they_arrive_in(pipe: Pipeline
 
 def test_a_closed_month_refuses_changes_and_its_report_stays_as_paid(pipe: Pipeline) -> None:
     month = date(2031, 5, 1)
-    [day] = _working_days(pipe, month, 1)
-    office = _office(pipe)
+    [day] = working_days(pipe, month, 1)
+    office = new_office(pipe, "REV")
     nip = pipe.employee(photo=ME, office_id=office)
     ids = _day(pipe, nip, day, False)
     pipe.verdicts(ids)
@@ -144,7 +126,7 @@ def test_a_closed_month_refuses_changes_and_its_report_stays_as_paid(pipe: Pipel
     pipe.publish(topics.DECISIONS, ids[0], {
         "decision_id": decision_id, "event_id": ids[0], "nip": nip, "decision": "CLEAR",
         "reviewer": "x", "note": "", "decided_at": datetime.now(UTC)})
-    late = pipe.checkin(nip, at=_at(day, 7, 25), selfie=selfie(ME_AGAIN))
+    late = pipe.checkin(nip, at=wib(day, 7, 25), selfie=selfie(ME_AGAIN))
     pipe.submit(late)
     assert pipe.verdicts([str(late["event_id"])])
     assert wait_until(lambda: pipe.rows("SELECT 1 FROM decisions WHERE decision_id = %(d)s",
@@ -156,8 +138,8 @@ def test_a_closed_month_refuses_changes_and_its_report_stays_as_paid(pipe: Pipel
 
 def test_an_approved_sick_request_from_the_phone_excuses_a_tk_day(pipe: Pipeline) -> None:
     month = date(2031, 6, 1)
-    first, second = _working_days(pipe, month, 2)
-    nip = pipe.employee(photo=ME, office_id=_office(pipe))
+    first, second = working_days(pipe, month, 2)
+    nip = pipe.employee(photo=ME, office_id=new_office(pipe, "REV"))
     pipe.verdicts(_day(pipe, nip, first, True))  # present on the first day, absent after
     assert _line(pipe, month, nip).days[second.day - 1].tk
     phone = Phone(nip, "android-sick")
@@ -197,8 +179,8 @@ def test_an_approved_sick_request_from_the_phone_excuses_a_tk_day(pipe: Pipeline
 
 def test_appeals_reach_the_queue_and_only_for_ones_own_check_in(pipe: Pipeline) -> None:
     month = date(2031, 7, 1)
-    [day] = _working_days(pipe, month, 1)
-    nip, other = (pipe.employee(photo=ME, office_id=_office(pipe)) for _ in range(2))
+    [day] = working_days(pipe, month, 1)
+    nip, other = (pipe.employee(photo=ME, office_id=new_office(pipe, "REV")) for _ in range(2))
     ids = _day(pipe, nip, day, False)
     pipe.verdicts(ids)
     phones = {}
@@ -257,8 +239,8 @@ def test_a_dead_lettered_check_in_gets_a_verdict_and_can_be_sent_again(pipe: Pip
 def test_decisions_of_the_same_millisecond_stand_as_the_rule_says(pipe: Pipeline) -> None:
     """Ties on decided_at go to the larger decision id, in ClickHouse as in `standing`."""
     month = date(2031, 9, 1)
-    [day] = _working_days(pipe, month, 1)
-    nip = pipe.employee(photo=ME, office_id=_office(pipe))
+    [day] = working_days(pipe, month, 1)
+    nip = pipe.employee(photo=ME, office_id=new_office(pipe, "REV"))
     event_id = _day(pipe, nip, day, False)[0]
     pipe.verdicts([event_id])
     t = datetime.now(UTC).replace(microsecond=0)
