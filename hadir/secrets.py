@@ -3,11 +3,12 @@ unless configured (a stack run elsewhere, as in docker/, must be given them)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 from typing import Literal
 
-from hadir.config import ConfigError, InfraSettings
+from hadir.config import ConfigError, InfraSettings, Settings
 
 # Who logs in to ClickHouse: admin (schema, retention, erasure), writer (the sink, reports,
 # reviews), reader (the dashboard and the gateway: read-only, with query limits).
@@ -23,6 +24,17 @@ def clickhouse_login(infra: InfraSettings, role: Role) -> tuple[str, str]:
         return infra.writer_user, local_secret(infra, "clickhouse-writer", infra.writer_password)
     return infra.dashboard_user, local_secret(infra, "clickhouse-reader",
                                               infra.dashboard_password)
+
+
+def as_reader(settings: Settings) -> Settings:
+    """The settings with ClickHouse's read-only user in place of every other: whatever a
+    process that only reads (the dashboard, the gateway) calls, the reports too, reads as
+    that user."""
+    i = settings.infra
+    user, password = clickhouse_login(i, "reader")
+    return dataclasses.replace(settings, infra=dataclasses.replace(
+        i, clickhouse_user=user, clickhouse_password=password, writer_user=user,
+        writer_password=password, dashboard_password=password))
 
 
 def local_secret(infra: InfraSettings, name: str, configured: str = "") -> str:

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from hadir import devices, topics, workers
 from hadir.config import ConfigError, Settings
 from hadir.gateway.importer import import_token
+from hadir.infra.clickhouse import ClickHouseServer
 from hadir.infra.kafka import KafkaBroker
 from hadir.infra.process import wait_until
 from hadir.phone import Phone, checkin_body, gateway_url
@@ -328,3 +329,23 @@ def test_a_202_survives_the_gateway_killed_right_after_it(pipe: Pipeline, stack)
     again = _send(pipe, phone, body)  # the phone never saw the answer and sends it again
     assert again.status_code == 200
     assert len(_on_raw(pipe, phone.nip, event_id)) == 1
+
+
+@pytest.mark.faults
+def test_clickhouse_out_of_reach_is_503_not_500(pipe: Pipeline, stack) -> None:  # type: ignore[no-untyped-def]
+    """A check-in's status, the phone's month and an appeal read ClickHouse: while it is down
+    the phone is told to ask again later (503, Retry-After), never a 500."""
+    phone = _phone(pipe)
+    event_id = str(uuid.uuid4())
+    appeal = json.dumps({"appeal_id": str(uuid.uuid4()), "event_id": event_id}).encode()
+    server = ClickHouseServer(stack.infra)
+    server.down()
+    try:
+        for path, method, body in ((f"/v1/checkins/{event_id}", "GET", b""),
+                                   ("/v1/me", "GET", b""), ("/v1/appeals", "POST", appeal)):
+            r = _send(pipe, phone, body, path, method)
+            assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1, (path, r.text)
+            assert r.json()["errors"][0]["message"]
+    finally:
+        server.up()
+    assert _send(pipe, phone, b"", f"/v1/checkins/{event_id}", "GET").status_code == 404

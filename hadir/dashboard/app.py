@@ -42,7 +42,7 @@ from hadir.config import Settings
 from hadir.dashboard import data, maps
 from hadir.gateway.publisher import Publisher, Unavailable
 from hadir.ratelimit import RateLimiter
-from hadir.secrets import local_secret
+from hadir.secrets import as_reader, local_secret
 from hadir.serde import AvroCodec, Registry
 from hadir.serving import serve as serve_app
 from processors.accounts import (
@@ -80,7 +80,7 @@ class SignIn(Exception):
 
 class Dashboard:
     def __init__(self, settings: Settings) -> None:
-        self.settings = data.readonly(settings)  # ClickHouse as the read-only user
+        self.settings = as_reader(settings)  # ClickHouse as the read-only user
         self.key = local_secret(settings.infra, "dashboard.key",
                                 settings.dashboard.secret_hex).encode()
         self.session_s = settings.dashboard.session_minutes * 60

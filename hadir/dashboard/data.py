@@ -4,7 +4,6 @@ month's from ``reports.tpp``)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from collections import Counter
@@ -13,7 +12,6 @@ from typing import Any
 
 from hadir import kafka_access, reports, topics
 from hadir.config import Settings
-from hadir.secrets import clickhouse_login
 from hadir.serde import AvroCodec, Registry, SerdeError
 from processors.attendance import WorkCalendar
 from processors.review import STANDING_SQL
@@ -33,16 +31,6 @@ def _with_decisions(checkins: str, columns: str) -> str:
             f"ANY LEFT JOIN (SELECT event_id, {STANDING_SQL} AS decision "
             f"FROM decisions WHERE event_id IN (SELECT event_id FROM ({checkins})) "
             "GROUP BY event_id) USING event_id")
-
-
-def readonly(settings: Settings) -> Settings:
-    """The settings with ClickHouse's read-only user in place of every other: whatever the
-    dashboard calls (the reports too) reads as that user."""
-    i = settings.infra
-    user, password = clickhouse_login(i, "reader")
-    return dataclasses.replace(settings, infra=dataclasses.replace(
-        i, clickhouse_user=user, clickhouse_password=password, writer_user=user,
-        writer_password=password, dashboard_password=password))
 
 
 def rows(settings: Settings, sql: str, params: dict[str, Any] | None = None

@@ -52,6 +52,7 @@ class Endpoint:
 _UNSIGNED = (401, "unknown `X-Hadir-Key`, or a missing or bad signature")
 _KAFKA_BUSY = (503, f"Kafka did not acknowledge within {_G.kafka_timeout_s:g} s, with {_RETRY}:"
                     " nothing was accepted; send it again")
+_CLICKHOUSE_DOWN = (503, f"ClickHouse out of reach, with {_RETRY}: ask again later")
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/v1/devices", False, False, DeviceBody,
@@ -93,7 +94,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                     "null; `message` in Bahasa Indonesia"),
               _UNSIGNED,
               (403, "a revoked key"),
-              (404, "an unknown id (or not a UUID), or another NIP's check-in"))),
+              (404, "an unknown id (or not a UUID), or another NIP's check-in"),
+              _CLICKHOUSE_DOWN)),
     Endpoint("POST", "/v1/appeals", True, True, AppealBody,
              "The ASN appeals the verdict of one of their check-ins; it joins the review queue "
              "(`hadir.appeals`).",
@@ -105,7 +107,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
               (404, "an unknown check-in"),
               (413, f"a body over {_G.max_body_bytes:,} bytes"),
               (429, "over the device's rate, with `Retry-After`"),
-              _KAFKA_BUSY)),
+              _KAFKA_BUSY, _CLICKHOUSE_DOWN)),
     Endpoint("POST", "/v1/excuse-requests", True, True, ExcuseRequestBody,
              "A request for leave, sick leave, permission or official duty, for the head of "
              "office or BKPSDM to approve (`hadir.excuse.requests`).",
@@ -127,7 +129,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
               (400, f"`month` not like 2026-12, or outside {_YEARS}"),
               _UNSIGNED,
               (403, "a revoked key"),
-              (429, "over the device's rate, with `Retry-After`"))),
+              (429, "over the device's rate, with `Retry-After`"),
+              _CLICKHOUSE_DOWN)),
     Endpoint("GET", "/healthz", False, False, None,
              "For load balancers and orchestrators (Kafka is asked at most every 2 s).",
              ((200, '`{"status": "ok"}` while Kafka answers'),
@@ -211,10 +214,11 @@ STATUSES: tuple[tuple[int, str], ...] = (
           "`Content-Length` or as it arrives"),
     (429, f"over a device's rate ({_G.rate_per_minute:g} a minute, a burst of {_G.rate_burst} "
           "for an offline queue), with `Retry-After`"),
-    (500, "a bug (logged); or a request that reads ClickHouse while ClickHouse is down"),
+    (500, "a bug (logged)"),
     (503, f"Kafka did not acknowledge within {_G.kafka_timeout_s:g} s "
           f"(`HADIR_GATEWAY_KAFKA_TIMEOUT_S`), with {_RETRY}: nothing was accepted, the phone "
-          "keeps it queued"),
+          "keeps it queued; or a request that reads ClickHouse (a status, `/v1/me`, an "
+          "appeal) while ClickHouse is out of reach"),
 )
 
 

@@ -24,10 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import orjson
+from clickhouse_driver.errors import Error as ClickHouseError
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -59,6 +60,7 @@ from hadir.gateway.publisher import Publisher, Unavailable
 from hadir.ratelimit import RateLimiter
 from hadir.reports import own_month
 from hadir.review import request_record
+from hadir.secrets import as_reader
 from hadir.serde import AvroCodec, Registry
 from processors.attendance import ExcuseKind
 from processors.devices import Activation, DeviceKey, Directory, Refused
@@ -67,6 +69,7 @@ from sinks.connection import connect
 from streams.reference import ReferenceFollower
 
 log = logging.getLogger("hadir.gateway")
+T = TypeVar("T")
 disable_created_metrics()  # the *_created series only double what a scraper sees
 
 ACCEPTED_KEPT = timedelta(days=8)  # as long as hadir.gateway.accepted keeps them
@@ -124,7 +127,7 @@ class Edge:
     """The gateway's state and its actions."""
 
     def __init__(self, settings: Settings, import_token: str) -> None:
-        self.settings = settings
+        self.settings = as_reader(settings)  # ClickHouse as the read-only user
         self.gateway = settings.gateway
         self.import_token = import_token.encode()
         self.directory = Directory()
@@ -217,6 +220,16 @@ class Edge:
             log.warning("Kafka unavailable: %s", exc)
             raise Refused(503, "Server sedang sibuk; presensi tersimpan di ponsel dan akan "
                                "dikirim ulang.", retry_after=self.gateway.retry_after_s) from None
+
+    async def _ask_clickhouse(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the ClickHouse threads; ClickHouse out of reach is a 503 with
+        Retry-After (the phone asks again later), never a 500."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._clickhouse, fn, *args)
+        except ClickHouseError as exc:
+            log.warning("ClickHouse unavailable: %s", exc)
+            raise Refused(503, "Server sedang sibuk; coba lagi sebentar.",
+                          retry_after=self.gateway.retry_after_s) from None
 
     async def body(self, request: Request) -> bytes:
         limit = self.gateway.max_body_bytes
@@ -370,8 +383,7 @@ class Edge:
             event_id = str(uuid.UUID(request.path_params["event_id"]))
         except ValueError:
             raise Refused(404, "Presensi tidak ditemukan.") from None
-        found = await asyncio.get_running_loop().run_in_executor(
-            self._clickhouse, self.verdict, key.nip, event_id)
+        found = await self._ask_clickhouse(self.verdict, key.nip, event_id)
         if found is None:
             mine = self.accepted.get(event_id)
             if mine is None or mine[0] != key.nip:
@@ -407,8 +419,7 @@ class Edge:
         key = await self.authenticate(request, raw)
         self.limit(key, request)
         a = parse(AppealBody, raw)
-        owner = await asyncio.get_running_loop().run_in_executor(
-            self._clickhouse, self._owner, a.event_id)
+        owner = await self._ask_clickhouse(self._owner, a.event_id)
         if owner is None:
             raise Refused(404, "Presensi tidak ditemukan.", "event_id")
         if owner != key.nip:
@@ -440,8 +451,7 @@ class Edge:
             raise BadBody([{"field": "month", "message": "a month like 2026-12"}]) from None
         if not 2000 <= month.year < 2100:
             raise BadBody([{"field": "month", "message": "outside 2000..2100"}])
-        out = await asyncio.get_running_loop().run_in_executor(
-            self._clickhouse, own_month, self.settings, key.nip, month)
+        out = await self._ask_clickhouse(own_month, self.settings, key.nip, month)
         return answer(200, out)
 
     async def health(self, _request: Request) -> Response:
