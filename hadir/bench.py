@@ -1,4 +1,4 @@
-"""``hadir bench``: every benchmark, one JSON file. Numbers for the README come from here.
+"""``hadir bench``: every benchmark, one JSON file. docs/benchmarks.md's figures come from here.
 
 - geo: check-ins per second per core through GPS sanity, geofence and impossible travel.
 - face: ms per selfie for each step (median, p95), selfies per second batched, and the face

@@ -20,7 +20,7 @@ class FacePolicy:
     replay_max_hamming: int = 8  # pHash bits; measured in docs/face-calibration.md
     liveness_dir: str = ""  # the MiniFASNet folder; empty: liveness is off
     spoof_threshold: float = 0.5  # SPOOF when the spoof score (1 - real score) reaches this
-    device: str = "cpu"  # "cpu", "cuda" or "cuda:N" (needs onnxruntime-gpu, see the README)
+    device: str = "cpu"  # "cpu", "cuda" or "cuda:N" (needs onnxruntime-gpu: docs/operations.md)
     threads: int = 0  # CPU threads of one verifier; 0: all cores, shared among intake workers
 
     def __post_init__(self) -> None:
