@@ -1,15 +1,20 @@
 """The scenario folder's loader (hadir/scenario.py) on crafted folders: what DESIGN.md allows
 loads, anything else is a problem naming its file and line, never a traceback and never a
-silent change of results."""
+silent change of results. And the generator's selfies: developed in parallel, the same
+pictures as taken one by one."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from unittest.mock import patch
 
+import numpy as np
 import pytest
 
+from hadir.generate import Darkroom, FreshShots, SelfieCamera, load_photo
 from hadir.scenario import MAX_SELFIE_BYTES, ScenarioError, load
+from tests.paths import FACES
 
 NIP = "198001012005011001"
 OFFICE = {"type": "FeatureCollection", "features": [{
@@ -150,3 +155,22 @@ def test_decisions_load_with_ids_from_their_content(tmp_path: Path) -> None:
         in problems
     assert "decisions.csv:5: decided_at: 'yesterday' is not an RFC 3339 time" in problems
     assert "decisions.csv:6: note: at most 500 characters" in problems
+
+
+def test_the_darkroom_takes_the_selfies_fresh_shots_takes(tmp_path: Path) -> None:
+    """Byte for byte, refused shots and retakes included (a demo's figures depend on the
+    pixels): small shots and a strict min_bits, so that one shot in five is refused."""
+    photos = [load_photo(FACES / f"img{i}.jpg", max_side=160) for i in (1, 2, 3, 4)]
+
+    def shots() -> FreshShots:
+        return FreshShots(SelfieCamera(np.random.default_rng(4), size=96), min_bits=22)
+
+    one_by_one = shots()
+    camera = one_by_one.camera
+    with patch.object(camera, "plan", wraps=camera.plan) as plan:
+        want = [one_by_one.shoot(photos[i % 4]) for i in range(60)]
+    assert plan.call_count >= 70  # refusals happened
+    with Darkroom(shots(), ahead=3) as darkroom:
+        for i in range(60):
+            darkroom.shoot(photos[i % 4], tmp_path / f"{i}.jpg")
+    assert [(tmp_path / f"{i}.jpg").read_bytes() for i in range(60)] == want
